@@ -1,0 +1,258 @@
+//! Dataset URLs: one way to reach a dataset on local disk or in a bucket.
+//!
+//! Everything that reads or writes datasets and checkpoints takes an `Arc<dyn ObjectStore>` plus a
+//! prefix inside it, rather than a file-system path, so that local disk, S3 (and S3-compatible
+//! servers), GCS and Azure are the same code path. Credentials come the usual way for each cloud
+//! (`AWS_*`, `GOOGLE_*`, `AZURE_*` environment variables); an S3-compatible server is reached with
+//! [`StoreOptions::endpoint`] (or `AWS_ENDPOINT_URL`).
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+
+/// How to open a store beyond what the URL says.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Endpoint of an S3-compatible server (`http://127.0.0.1:9000`); plain `http` is allowed then.
+    pub endpoint: Option<String>,
+    /// Create a local directory if it does not exist (for writers).
+    pub create_local: bool,
+    /// Retries of a failed request before giving up (default 10).
+    pub max_retries: Option<usize>,
+}
+
+/// An opened dataset location: the store and the prefix of the dataset inside it.
+#[derive(Debug, Clone)]
+pub struct DatasetLocation {
+    /// The URL as given by the user, for messages.
+    pub url: String,
+    /// The store holding the dataset.
+    pub store: Arc<dyn ObjectStore>,
+    /// The dataset root inside the store (empty for a local directory, the key prefix in a bucket).
+    pub prefix: Path,
+    /// The local directory when the dataset is on local disk.
+    pub local_dir: Option<PathBuf>,
+}
+
+impl DatasetLocation {
+    /// The object path of `name` under the dataset root.
+    pub fn child(&self, name: &str) -> Path {
+        if self.prefix.as_ref().is_empty() {
+            Path::from(name)
+        } else {
+            self.prefix.child(name)
+        }
+    }
+
+    /// A location for the sub-directory `name` of this one (e.g. a run's `checkpoints/`).
+    pub fn subdir(&self, name: &str) -> DatasetLocation {
+        DatasetLocation {
+            url: format!("{}/{}", self.url.trim_end_matches('/'), name),
+            store: Arc::clone(&self.store),
+            prefix: self.child(name),
+            local_dir: self.local_dir.as_ref().map(|d| d.join(name)),
+        }
+    }
+}
+
+/// Errors opening a dataset URL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported URL scheme {scheme:?} in {url:?} (use a path, file://, s3://, gs:// or az://)")]
+    UnsupportedScheme { url: String, scheme: String },
+    #[error("invalid dataset URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("local directory {path} does not exist")]
+    MissingDirectory { path: PathBuf },
+    #[error("cannot create local directory {path}: {source}")]
+    CreateDirectory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open {url}: {source}")]
+    Open {
+        url: String,
+        source: object_store::Error,
+    },
+}
+
+/// Open a dataset (or run directory) URL: a local path, `file://`, `s3://`, `gs://` or `az://`.
+pub fn open_dataset(url: &str, options: &StoreOptions) -> Result<DatasetLocation, StoreError> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return open_local(url, FsPath::new(url), options);
+    };
+    match scheme {
+        "file" => open_local(url, FsPath::new(rest), options),
+        "s3" | "gs" | "az" | "abfs" | "azure" => open_bucket(url, scheme, rest, options),
+        other => Err(StoreError::UnsupportedScheme {
+            url: url.to_owned(),
+            scheme: other.to_owned(),
+        }),
+    }
+}
+
+fn open_local(
+    url: &str,
+    dir: &FsPath,
+    options: &StoreOptions,
+) -> Result<DatasetLocation, StoreError> {
+    if !dir.exists() {
+        if options.create_local {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDirectory {
+                path: dir.to_owned(),
+                source,
+            })?;
+        } else {
+            return Err(StoreError::MissingDirectory {
+                path: dir.to_owned(),
+            });
+        }
+    }
+    let dir = dir
+        .canonicalize()
+        .map_err(|source| StoreError::CreateDirectory {
+            path: dir.to_owned(),
+            source,
+        })?;
+    let store = LocalFileSystem::new_with_prefix(&dir).map_err(|source| StoreError::Open {
+        url: url.to_owned(),
+        source,
+    })?;
+    Ok(DatasetLocation {
+        url: url.to_owned(),
+        store: Arc::new(store),
+        prefix: Path::from(""),
+        local_dir: Some(dir),
+    })
+}
+
+fn retry_config(options: &StoreOptions) -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: options.max_retries.unwrap_or(10),
+        retry_timeout: Duration::from_secs(180),
+    }
+}
+
+fn open_bucket(
+    url: &str,
+    scheme: &str,
+    rest: &str,
+    options: &StoreOptions,
+) -> Result<DatasetLocation, StoreError> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(StoreError::InvalidUrl {
+            url: url.to_owned(),
+            reason: "no bucket name".into(),
+        });
+    }
+    let open_err = |source| StoreError::Open {
+        url: url.to_owned(),
+        source,
+    };
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "s3" => {
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry_config(options));
+            let endpoint = options
+                .endpoint
+                .clone()
+                .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+            if let Some(endpoint) = endpoint {
+                builder = builder
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false);
+            }
+            Arc::new(builder.build().map_err(open_err)?)
+        }
+        "gs" => Arc::new(
+            GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry_config(options))
+                .build()
+                .map_err(open_err)?,
+        ),
+        _ => Arc::new(
+            MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket)
+                .with_retry(retry_config(options))
+                .build()
+                .map_err(open_err)?,
+        ),
+    };
+    Ok(DatasetLocation {
+        url: url.to_owned(),
+        store,
+        prefix: Path::from(prefix.trim_matches('/')),
+        local_dir: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_and_file_urls_open_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open_dataset(dir.path().to_str().unwrap(), &StoreOptions::default()).unwrap();
+        let b = open_dataset(
+            &format!("file://{}", dir.path().display()),
+            &StoreOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(a.local_dir, b.local_dir);
+        assert_eq!(a.child("index.json").as_ref(), "index.json");
+    }
+
+    #[test]
+    fn missing_local_directory_is_an_error_unless_creating() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("new/sub");
+        let url = target.to_str().unwrap();
+        assert!(matches!(
+            open_dataset(url, &StoreOptions::default()),
+            Err(StoreError::MissingDirectory { .. })
+        ));
+        let opts = StoreOptions {
+            create_local: true,
+            ..Default::default()
+        };
+        open_dataset(url, &opts).unwrap();
+        assert!(target.is_dir());
+    }
+
+    #[test]
+    fn bucket_urls_keep_their_prefix() {
+        let opts = StoreOptions {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let loc = open_dataset("s3://bucket/some/prefix/", &opts).unwrap();
+        assert_eq!(loc.prefix.as_ref(), "some/prefix");
+        assert_eq!(loc.child("index.json").as_ref(), "some/prefix/index.json");
+        assert_eq!(loc.subdir("ckpt").prefix.as_ref(), "some/prefix/ckpt");
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused() {
+        assert!(matches!(
+            open_dataset("ftp://x/y", &StoreOptions::default()),
+            Err(StoreError::UnsupportedScheme { .. })
+        ));
+    }
+}
