@@ -84,6 +84,10 @@ pub struct SynthArgs {
     #[arg(long)]
     #[serde(skip)]
     pub overwrite: bool,
+    /// Print the summary as JSON (a `SynthSummary`) instead of text.
+    #[arg(long)]
+    #[serde(skip)]
+    pub json: bool,
 }
 
 /// How many identities to hold out.
@@ -184,7 +188,7 @@ impl fmt::Display for SynthSummary {
             "  pairs: {} folds x ({} matched + {} mismatched)",
             self.folds, self.pairs_per_fold, self.pairs_per_fold
         )?;
-        write!(
+        writeln!(
             f,
             "  {:.1} MB of images in {:.1} s ({:.0} images/s)",
             self.image_bytes as f64 / 1e6,
@@ -286,12 +290,13 @@ impl Sample {
         pm
     }
 
-    /// Landmarks as CelebA's integer pixel indices: the pixel whose centre is nearest (pixel
-    /// `k` spans `[k, k+1)` in drawing coordinates, so its centre is at `k + 0.5`).
+    /// Landmarks rounded to integers, as CelebA's file holds them. Coordinates are continuous with
+    /// pixel `(i, j)` covering `[i, i+1) × [j, j+1)` (tiny-skia's and the aligner's convention), so
+    /// rounding moves a point by at most half a pixel and adds no bias.
     pub fn integer_landmarks(&self) -> [[i32; 2]; 5] {
         self.geometry
             .landmarks()
-            .map(|p| p.map(|v| (v - 0.5).round() as i32))
+            .map(|p| p.map(|v| v.round() as i32))
     }
 }
 

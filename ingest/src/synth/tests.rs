@@ -24,6 +24,7 @@ fn args(out: &Path) -> SynthArgs {
         workers: Some(1),
         preview: false,
         overwrite: false,
+        json: false,
     }
 }
 
