@@ -54,20 +54,12 @@ fn synth_cli_is_deterministic_and_writes_the_celeba_layout() {
         tmp.path().join("b"),
         tmp.path().join("c"),
     );
-    let out = run_ok(synth(&a, 4).arg("--json"));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["images"], 180);
-    assert_eq!(
-        (
-            &summary["train_images"],
-            &summary["val_images"],
-            &summary["test_images"]
-        ),
-        (
-            &serde_json::json!(100),
-            &serde_json::json!(20),
-            &serde_json::json!(60)
-        )
+    let out = run_ok(&mut synth(&a, 4));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("180 images of 30 identities (10 held out)")
+            && summary.contains("100 train, 20 val, 60 test"),
+        "{summary}"
     );
     run_ok(synth(&b, 4).args(["--workers", "1"]));
     run_ok(&mut synth(&c, 5));

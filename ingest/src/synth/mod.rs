@@ -66,7 +66,8 @@ pub struct SynthArgs {
     /// JPEG quality (1-100).
     #[arg(long, default_value_t = 95)]
     pub quality: u8,
-    /// Verification folds in `pairs.txt` (LFW has 10); folds are identity-disjoint.
+    /// Verification folds in `pairs.txt` (LFW has 10); folds are identity-disjoint. 0 writes no
+    /// pairs (and allows `--held-out-identities 0`).
     #[arg(long, default_value_t = 10)]
     pub folds: usize,
     /// Matched pairs per fold, and as many mismatched ones (LFW has 300).

@@ -55,7 +55,7 @@ pub enum PairsError {
 }
 
 /// Draw `per_fold` matched and `per_fold` mismatched pairs for each of `folds` folds, without
-/// repeats. Pairs within each half of a fold are sorted, as in LFW's file.
+/// repeats. Pairs within each half of a fold are sorted, as in LFW's file. No folds, no pairs.
 pub fn make_folds(
     seed: u64,
     identities: &[HeldOutIdentity],
@@ -63,7 +63,10 @@ pub fn make_folds(
     per_fold: usize,
 ) -> Result<Vec<Fold>, PairsError> {
     let usable: Vec<&HeldOutIdentity> = identities.iter().filter(|i| i.files.len() >= 2).collect();
-    if folds == 0 || usable.len() < 2 * folds {
+    if folds == 0 {
+        return Ok(Vec::new());
+    }
+    if usable.len() < 2 * folds {
         return Err(PairsError::TooFewIdentities {
             folds,
             held_out: usable.len(),
@@ -244,6 +247,7 @@ mod tests {
                 ..
             }
         ));
+        assert!(make_folds(0, &[], 0, 5).unwrap().is_empty());
         // 2 × 4 images: exactly 12 matched pairs, and 16 mismatched ones (listed, not sampled).
         let folds = make_folds(0, &held_out(2, 4), 1, 12).unwrap();
         assert_eq!(
