@@ -38,7 +38,8 @@ pub struct FaceGeometry {
     pub mouth_centre_y: f32,
     /// Horizontal position of the mouth centre.
     pub mouth_x: f32,
-    /// Opening between the lips at the centre (0 when closed).
+    /// Gap between the lips at the centre: dark when the mouth is open, teeth for a closed smile,
+    /// 0 otherwise.
     pub mouth_opening: f32,
     /// Horizontal shift of the hair and outline against the features (opposite to the features).
     pub outline_shift: f32,
@@ -90,7 +91,12 @@ impl FaceGeometry {
             mouth_corners,
             mouth_centre_y: id.mouth_y + centre_drop,
             mouth_x,
-            mouth_opening: if img.mouth_open { 0.26 } else { 0.0 },
+            mouth_opening: match (img.mouth_open, img.smiling) {
+                (true, _) => 0.26,
+                // A closed-mouth smile parts the lips on a row of teeth.
+                (false, true) => 0.13,
+                (false, false) => 0.0,
+            },
             outline_shift: -yaw * 0.04,
         }
     }

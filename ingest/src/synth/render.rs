@@ -45,6 +45,9 @@ pub fn draw(id: &IdentityFactors, img: &ImageFactors, g: &FaceGeometry, size: u3
     draw_face(&mut c, id, g);
     draw_nose(&mut c, id, g);
     draw_mouth(&mut c, id, img, g);
+    if img.smiling {
+        draw_smile_folds(&mut c, id, g);
+    }
     draw_eyes(&mut c, id, g, size);
     draw_brows(&mut c, id, g);
     draw_hair_top(&mut c, id, g);
@@ -316,11 +319,27 @@ fn draw_mouth(c: &mut Canvas, id: &IdentityFactors, img: &ImageFactors, g: &Face
         if img.smiling {
             c.fill(band(open_top, open_top + h * 0.3), TEETH, 1.0);
         }
+    } else if img.smiling {
+        c.fill(band(open_top, open_bottom), TEETH, 1.0);
     } else {
         let mut pb = PathBuilder::new();
         pb.move_to(l.x, l.y);
         curve(&mut pb, l, r, y);
         c.stroke(pb.finish(), shade(id.lips, 0.35), 0.055);
+    }
+}
+
+/// The folds from the nose wings to beyond the mouth corners that a smile pushes up.
+fn draw_smile_folds(c: &mut Canvas, id: &IdentityFactors, g: &FaceGeometry) {
+    let t = g.nose_tip;
+    let w = id.nose_half_width;
+    for (corner, s) in g.mouth_corners.into_iter().zip([-1.0f32, 1.0]) {
+        let start = (t.x + s * w * 1.3, t.y - 0.04);
+        let end = (corner.x + s * 0.14, corner.y + 0.08);
+        let mut pb = PathBuilder::new();
+        pb.move_to(start.0, start.1);
+        pb.quad_to(end.0 + s * 0.08, start.1 + 0.18, end.0, end.1);
+        c.stroke(pb.finish(), shade(id.skin, 0.7), 0.035);
     }
 }
 

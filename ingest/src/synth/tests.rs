@@ -276,11 +276,14 @@ fn synth_landmarks_lie_on_the_drawn_features() {
             dist(px(&drawn, nose), tip) < 0.03,
             "image {n}: nose at {nose:?}"
         );
-        // Just inside each mouth corner, on the line between the lips, is lip or mouth; as far
-        // outside the corner is (shaded) skin.
-        for (m, t) in [(lm, 0.08), (rm, 0.92)] {
+        // Inside each mouth corner, on the line between the lips, is lip, teeth or mouth; half as
+        // far outside the corner is (shaded) skin.
+        for (m, t) in [(lm, 0.15), (rm, 0.85)] {
             let inner = s.geometry.to_pixels(s.geometry.mouth_line(t));
-            let outer = [2.0 * m[0] - inner[0], 2.0 * m[1] - inner[1]];
+            let outer = [
+                m[0] + (m[0] - inner[0]) * 0.5,
+                m[1] + (m[1] - inner[1]) * 0.5,
+            ];
             let (inside, outside) = (px(&drawn, inner), px(&drawn, outer));
             assert!(
                 !is_skin(inside, s.identity.skin) && is_skin(outside, s.identity.skin),
@@ -306,7 +309,7 @@ fn is_skin(c: [f32; 3], skin: factors::Rgb) -> bool {
     let (lo, hi) = ratios
         .iter()
         .fold((f32::MAX, f32::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
-    hi - lo < 0.08 && (0.7..1.12).contains(&lo)
+    hi - lo < 0.05 && (0.7..1.12).contains(&lo)
 }
 
 #[test]
