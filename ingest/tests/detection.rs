@@ -1,0 +1,111 @@
+//! YuNet in tract against onnxruntime's reference detections on the real photos in
+//! `shared/data` (`models/yunet/reference_detections.jsonl`): same letterbox (fit, bilinear,
+//! top-left on black), threshold 0.6, NMS 0.4; boxes and landmarks must agree within 2 px.
+
+use std::path::PathBuf;
+
+use d2ae_ingest::detect::{Detection, Detector, DetectorConfig};
+use d2ae_ingest::image_io::{decode_rgb, DecodeLimits};
+
+fn shared_data() -> PathBuf {
+    let dir = std::env::var_os("D2AE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    assert!(
+        dir.join("README.md").exists(),
+        "shared test data not found at {} (set D2AE_SHARED_DATA)",
+        dir.display()
+    );
+    dir
+}
+
+struct RefFace {
+    score: f32,
+    bbox: [f32; 4],
+    kps: [[f32; 2]; 5],
+}
+
+fn max_abs_diff(ours: &Detection, r: &RefFace) -> f32 {
+    let mut m = 0f32;
+    for i in 0..4 {
+        m = m.max((ours.bbox[i] - r.bbox[i]).abs());
+    }
+    for (a, b) in ours.landmarks.iter().zip(&r.kps) {
+        m = m.max((a[0] - b[0]).abs()).max((a[1] - b[1]).abs());
+    }
+    m
+}
+
+#[test]
+fn yunet_matches_reference_detections_within_2px() {
+    let data = shared_data();
+    let model = data.join("models/yunet/yunet_s_640_640.onnx");
+    let det = Detector::load(&model, DetectorConfig::default()).expect("load YuNet");
+    let refs = std::fs::read_to_string(data.join("models/yunet/reference_detections.jsonl"))
+        .expect("reference_detections.jsonl");
+    let limits = DecodeLimits::default();
+    let (mut images, mut matched, mut worst) = (0, 0, 0f32);
+    let mut failures = Vec::new();
+    for line in refs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("jsonl line");
+        let rel = v["image"].as_str().expect("image");
+        let faces: Vec<RefFace> = v["faces"]
+            .as_array()
+            .expect("faces")
+            .iter()
+            .map(|f| {
+                let b: Vec<f32> = serde_json::from_value(f["box_xyxy"].clone()).unwrap();
+                let k: Vec<[f32; 2]> = serde_json::from_value(f["kps5"].clone()).unwrap();
+                RefFace {
+                    score: f["score"].as_f64().unwrap() as f32,
+                    bbox: [b[0], b[1], b[2], b[3]],
+                    kps: [k[0], k[1], k[2], k[3], k[4]],
+                }
+            })
+            .collect();
+        let bytes = std::fs::read(data.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let img = decode_rgb(&bytes, &limits).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let ours = det.detect(&img).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        images += 1;
+        // Every reference face has a counterpart (the one with the closest box).
+        for r in &faces {
+            let best = ours
+                .iter()
+                .map(|o| (max_abs_diff(o, r), o))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            match best {
+                Some((d, o)) if d <= 2.0 => {
+                    matched += 1;
+                    worst = worst.max(d);
+                    assert!(
+                        (o.score - r.score).abs() < 0.02,
+                        "{rel}: score {} vs {}",
+                        o.score,
+                        r.score
+                    );
+                }
+                // Faces at the threshold may fall either side of it after resampling.
+                None if r.score < 0.62 => {}
+                Some((d, _)) if r.score < 0.62 && d > 20.0 => {}
+                other => failures.push(format!(
+                    "{rel}: reference face {:?} (score {}) off by {:?} px",
+                    r.bbox,
+                    r.score,
+                    other.map(|o| o.0)
+                )),
+            }
+        }
+        // And we found nothing confident that onnxruntime did not.
+        for o in &ours {
+            let known = faces.iter().any(|r| max_abs_diff(o, r) <= 2.0);
+            if !known && o.score >= 0.62 {
+                failures.push(format!("{rel}: extra face {:?} score {}", o.bbox, o.score));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(images, 55);
+    // 55 images with 153 reference faces, 4 of them scored below 0.62.
+    assert!(matched >= 149, "matched only {matched} of 153 faces");
+    eprintln!("{images} images, {matched} faces matched, worst difference {worst:.2} px");
+}
