@@ -351,50 +351,51 @@ pub fn run(args: &SynthArgs) -> anyhow::Result<SynthSummary> {
             }
         })
         .collect();
-    let out = &args.out;
-    layout::write(
-        out,
-        layout::IDENTITY_FILE,
-        layout::identity_file(&records).as_bytes(),
-    )?;
-    layout::write(
-        out,
-        layout::ATTRIBUTE_FILE,
-        layout::attribute_file(&records).as_bytes(),
-    )?;
-    layout::write(
-        out,
-        layout::PARTITION_FILE,
-        layout::partition_file(&records).as_bytes(),
-    )?;
-    layout::write(
-        out,
-        layout::LANDMARK_FILE,
-        layout::landmark_file(&records).as_bytes(),
-    )?;
-    layout::write(
-        out,
-        layout::FACTOR_FILE,
-        layout::factor_file(&records).as_bytes(),
-    )?;
-    layout::write(
-        out,
-        layout::PAIRS_FILE,
-        layout::pairs_file(&folds, args.pairs_per_fold).as_bytes(),
-    )?;
     let path_of = |id: u32, i: u32| {
         let file = by_identity[id as usize - 1][i as usize - 1];
         format!("{IMAGE_DIR}/{}", names[file])
     };
-    layout::write(
-        out,
-        layout::PAIR_KEYS_FILE,
-        layout::pair_keys_file(&folds, path_of).as_bytes(),
-    )?;
-    layout::write(out, layout::META_FILE, &metadata(args, &plan)?)?;
+    let mut files = vec![
+        (
+            layout::ATTRIBUTE_FILE,
+            layout::attribute_file(&records).into_bytes(),
+        ),
+        (
+            layout::PARTITION_FILE,
+            layout::partition_file(&records).into_bytes(),
+        ),
+        (
+            layout::LANDMARK_FILE,
+            layout::landmark_file(&records).into_bytes(),
+        ),
+        (
+            layout::FACTOR_FILE,
+            layout::factor_file(&records).into_bytes(),
+        ),
+        (
+            layout::PAIRS_FILE,
+            layout::pairs_file(&folds, args.pairs_per_fold).into_bytes(),
+        ),
+        (
+            layout::PAIR_KEYS_FILE,
+            layout::pair_keys_file(&folds, path_of).into_bytes(),
+        ),
+        (layout::META_FILE, metadata(args, &plan)?),
+    ];
     if args.preview {
-        let png = preview(args.seed, &plan, args.size, 32)?;
-        layout::write(out, layout::PREVIEW_FILE, &png)?;
+        files.push((
+            layout::PREVIEW_FILE,
+            preview(args.seed, &plan, args.size, 32)?,
+        ));
+    }
+    // The identity list goes last: it is what makes a folder a CelebA dataset to ingest, so a
+    // killed run never leaves something that looks complete.
+    files.push((
+        layout::IDENTITY_FILE,
+        layout::identity_file(&records).into_bytes(),
+    ));
+    for (name, bytes) in &files {
+        layout::write(&args.out, name, bytes)?;
     }
 
     let count = |p: Partition| plan.partitions.iter().filter(|&&q| q == p).count() as u64;
