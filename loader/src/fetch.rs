@@ -1,0 +1,232 @@
+//! Fetch stage: one shard, streamed from the store, zstd-decoded and tar-parsed on a blocking
+//! thread, sent on as [`RawSample`]s.
+//!
+//! The GET is a stream of `Bytes` read through [`StoreRead`], a synchronous `Read` that pulls the
+//! next chunk from the async stream; zstd and tar are synchronous libraries, and a blocking thread
+//! per shard is simpler and faster than wrapping them in async adapters. Only a few chunks and the
+//! zstd window are in memory, never the whole shard. A failed GET, or a stream that breaks, is
+//! retried from the byte offset reached (a range request), with exponential backoff.
+
+use std::io::{self, Read};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::LoaderError;
+use crate::metrics::{Counters, StageGuard};
+use crate::sample::{split_member_name, Assembler, RawSample};
+
+/// Largest member read into memory; anything bigger is not a face crop.
+const MAX_MEMBER_BYTES: u64 = 64 << 20;
+
+/// What a shard reader sends to the order stage.
+pub(crate) enum ShardMsg {
+    Sample(RawSample),
+    /// The shard ended early (bad zstd frame, bad tar header, ...); samples sent so far stand.
+    Failed(String),
+    /// The shard could not be read at all, after retries: the loader stops.
+    Fatal(LoaderError),
+}
+
+/// Where a shard is and how hard to try.
+pub(crate) struct ShardSource {
+    pub store: Arc<dyn ObjectStore>,
+    pub path: Path,
+    pub name: Arc<str>,
+    pub attempts: u32,
+    pub backoff: Duration,
+}
+
+/// Read one shard to the end (or until the receiver is gone), sending samples to `tx`.
+pub(crate) fn read_shard(
+    rt: Handle,
+    source: ShardSource,
+    tx: async_channel::Sender<ShardMsg>,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+) {
+    let _guard = StageGuard::new(&counters);
+    let mut reader = StoreRead {
+        rt,
+        source: &source,
+        stream: None,
+        chunk: Bytes::new(),
+        pos: 0,
+        failures: 0,
+        fatal: None,
+        counters: &counters,
+        cancel: &cancel,
+    };
+    let outcome = parse(&mut reader, &source, &tx, &cancel);
+    let fatal = reader.fatal.take();
+    let msg = match (outcome, fatal) {
+        (_, Some(err)) => ShardMsg::Fatal(err),
+        (Ok(()), None) => {
+            counters.shards_done.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        (Err(e), None) => ShardMsg::Failed(e),
+    };
+    let _ = tx.send_blocking(msg);
+}
+
+/// Decompress and split into samples. `Err` is a corrupt or truncated shard.
+fn parse(
+    reader: &mut StoreRead<'_>,
+    source: &ShardSource,
+    tx: &async_channel::Sender<ShardMsg>,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let decoder = zstd::stream::read::Decoder::new(reader).map_err(|e| format!("zstd: {e}"))?;
+    let mut archive = tar::Archive::new(decoder);
+    let entries = archive.entries().map_err(|e| format!("tar: {e}"))?;
+    let mut assembler = Assembler::default();
+    for entry in entries {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let mut entry = entry.map_err(|e| format!("tar header: {e}"))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let size = entry.size();
+        if size > MAX_MEMBER_BYTES {
+            return Err(format!(
+                "member {name:?} is {size} bytes, over the {MAX_MEMBER_BYTES} limit"
+            ));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| format!("member {name:?}: {e}"))?;
+        let Some((key, ext)) = split_member_name(&name) else {
+            tracing::warn!(shard = %source.name, member = %name, "ignoring a member not named <key>.<ext>");
+            continue;
+        };
+        if let Some(done) = assembler.push(key, ext, Bytes::from(data)) {
+            if tx.send_blocking(ShardMsg::Sample(done)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if let Some(last) = assembler.finish() {
+        let _ = tx.send_blocking(ShardMsg::Sample(last));
+    }
+    Ok(())
+}
+
+/// A streaming GET as a synchronous reader, resuming at the current offset after failures.
+struct StoreRead<'a> {
+    rt: Handle,
+    source: &'a ShardSource,
+    stream: Option<BoxStream<'static, object_store::Result<Bytes>>>,
+    chunk: Bytes,
+    pos: u64,
+    failures: u32,
+    fatal: Option<LoaderError>,
+    counters: &'a Counters,
+    cancel: &'a CancellationToken,
+}
+
+impl StoreRead<'_> {
+    /// Record a failure; after `attempts` of them the shard is given up with `source` as cause.
+    fn fail(&mut self, source: object_store::Error) -> io::Error {
+        self.failures += 1;
+        if self.failures >= self.source.attempts {
+            let msg = source.to_string();
+            self.fatal = Some(LoaderError::Fetch {
+                shard: self.source.name.to_string(),
+                path: self.source.path.to_string(),
+                attempts: self.failures,
+                source,
+            });
+            return io::Error::other(msg);
+        }
+        let delay = self.source.backoff * 2u32.saturating_pow(self.failures - 1);
+        tracing::warn!(
+            shard = %self.source.name, offset = self.pos, attempt = self.failures,
+            "reading shard failed, retrying in {delay:?}: {source}"
+        );
+        self.counters.fetch_retries.fetch_add(1, Ordering::Relaxed);
+        let cancel = self.cancel.clone();
+        self.rt.block_on(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
+        io::Error::new(io::ErrorKind::Interrupted, "retrying")
+    }
+
+    fn open(&mut self) -> io::Result<()> {
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(io::Error::other("loader shut down"));
+            }
+            let options = GetOptions {
+                range: (self.pos > 0).then_some(GetRange::Offset(self.pos)),
+                ..Default::default()
+            };
+            let store = Arc::clone(&self.source.store);
+            let path = self.source.path.clone();
+            match self
+                .rt
+                .block_on(async move { store.get_opts(&path, options).await })
+            {
+                Ok(result) => {
+                    self.stream = Some(result.into_stream());
+                    return Ok(());
+                }
+                Err(e) => {
+                    let err = self.fail(e);
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Read for StoreRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = buf.len().min(self.chunk.len());
+                buf[..n].copy_from_slice(&self.chunk[..n]);
+                self.chunk.advance(n);
+                return Ok(n);
+            }
+            if self.stream.is_none() {
+                self.open()?;
+            }
+            let stream = self.stream.as_mut().expect("opened above");
+            match self.rt.block_on(stream.next()) {
+                Some(Ok(bytes)) => {
+                    self.pos += bytes.len() as u64;
+                    self.counters
+                        .bytes_read
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    self.chunk = bytes;
+                }
+                Some(Err(e)) => {
+                    self.stream = None;
+                    let err = self.fail(e);
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err);
+                    }
+                }
+                None => return Ok(0),
+            }
+        }
+    }
+}

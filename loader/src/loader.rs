@@ -1,0 +1,271 @@
+//! [`Loader`]: the async pipeline, wired together.
+//!
+//! ```text
+//! shard readers (blocking threads, ≤ readahead+1)   GET stream → zstd → tar → samples
+//!   → order stage (one async task)                   shard order, shuffle buffer, rank slots
+//!   → decode threads (decode_threads)                 JPEG/PNG → resize → augment → layout
+//!   → batch stage (one thread)                        reorder, pack, fill
+//!   → prefetch queue (prefetch_batches)               → next_batch()
+//! ```
+//! Every channel is bounded, so a slow consumer slows the readers instead of filling memory.
+//! Shutdown has one path: dropping the loader cancels the token and closes every channel; each
+//! stage ends when its next send or receive fails, and the decode and batch threads are joined.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{batch_worker, Batch, BatchSpec};
+use crate::config::LoaderConfig;
+use crate::dataset::Dataset;
+use crate::decode::{decode_worker, DecodeSpec};
+use crate::error::LoaderError;
+use crate::metrics::{Counters, LoaderMetrics};
+use crate::order::OrderStage;
+use crate::plan::RankPlan;
+use crate::stage::{Done, Job};
+use crate::state::LoaderState;
+
+/// Batches per epoch of `config` on `index`: the trainer's loop length. The same on every rank
+/// (unless `remainder` is `Keep`).
+pub fn batches_per_epoch(
+    index: &d2ae_shard::DatasetIndex,
+    config: &LoaderConfig,
+) -> Result<u64, LoaderError> {
+    let split = index
+        .split(&config.split)
+        .map_err(|source| LoaderError::Index {
+            url: "index.json".into(),
+            source,
+        })?;
+    Ok(RankPlan::new(split.num_samples, config).batches())
+}
+
+/// The streaming loader. Create it inside a tokio runtime (it spawns its async stages there);
+/// synchronous code uses [`crate::BlockingLoader`].
+pub struct Loader {
+    batches: async_channel::Receiver<Result<Batch, LoaderError>>,
+    jobs: async_channel::Receiver<Job>,
+    done: async_channel::Receiver<Done>,
+    threads: Vec<JoinHandle<()>>,
+    cancel: CancellationToken,
+    counters: Arc<Counters>,
+    state: LoaderState,
+    batches_per_epoch: u64,
+    config: LoaderConfig,
+}
+
+impl Loader {
+    /// Start from the beginning of epoch 0.
+    pub fn new(dataset: &Dataset, config: LoaderConfig) -> Result<Loader, LoaderError> {
+        let num_samples = split_samples(dataset, &config)?;
+        let state = LoaderState::start(&config, num_samples);
+        Loader::start(dataset, config, state)
+    }
+
+    /// Continue exactly where `state` was taken.
+    pub fn resume(
+        dataset: &Dataset,
+        config: LoaderConfig,
+        state: &LoaderState,
+    ) -> Result<Loader, LoaderError> {
+        let num_samples = split_samples(dataset, &config)?;
+        state.check_compatible(&config, num_samples)?;
+        Loader::start(dataset, config, state.clone())
+    }
+
+    fn start(
+        dataset: &Dataset,
+        config: LoaderConfig,
+        state: LoaderState,
+    ) -> Result<Loader, LoaderError> {
+        config.validate()?;
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            LoaderError::Config(
+                "Loader must be created inside a tokio runtime (or use BlockingLoader)".into(),
+            )
+        })?;
+        let index = dataset.index();
+        let split = index
+            .split(&config.split)
+            .map_err(|source| LoaderError::Index {
+                url: dataset.url().to_owned(),
+                source,
+            })?;
+        let plan = RankPlan::new(split.num_samples, &config);
+        let batches_per_epoch = plan.batches();
+        let (width, height) = match config.image_size {
+            Some(s) => (s, s),
+            None => (index.image.width, index.image.height),
+        };
+        let counters = Arc::new(Counters::new());
+        let cancel = CancellationToken::new();
+        let threads_n = config.decode_threads;
+        let window = Arc::new(Semaphore::new(
+            2 * config.batch_size.min(256) + 4 * threads_n,
+        ));
+        let (job_tx, job_rx) = async_channel::bounded::<Job>(2 * threads_n);
+        let (done_tx, done_rx) = async_channel::bounded::<Done>(2 * threads_n);
+        let (batch_tx, batch_rx) = async_channel::bounded(config.prefetch_batches);
+
+        let decode_spec = DecodeSpec {
+            width,
+            height,
+            layout: config.layout,
+            augment: config.augment,
+            attributes: index.attributes.clone().into(),
+            factors: index.factors.clone().into(),
+        };
+        let mut threads = Vec::with_capacity(threads_n + 1);
+        for i in 0..threads_n {
+            let (spec, jobs, done, counters) = (
+                decode_spec.clone(),
+                job_rx.clone(),
+                done_tx.clone(),
+                Arc::clone(&counters),
+            );
+            threads.push(spawn_thread(format!("d2ae-decode-{i}"), move || {
+                decode_worker(spec, jobs, done, counters)
+            })?);
+        }
+        drop(done_tx);
+        let batch_spec = BatchSpec {
+            plan,
+            height,
+            width,
+            layout: config.layout,
+            num_attributes: index.attributes.len(),
+            num_factors: index.factors.len(),
+        };
+        {
+            let (done, counters) = (done_rx.clone(), Arc::clone(&counters));
+            threads.push(spawn_thread("d2ae-batch".into(), move || {
+                batch_worker(batch_spec, done, batch_tx, counters)
+            })?);
+        }
+        let (first_epoch, skip_slots) = if state.batches_done_in_epoch >= batches_per_epoch {
+            (state.epoch + 1, 0)
+        } else {
+            (
+                state.epoch,
+                state.batches_done_in_epoch * config.batch_size as u64,
+            )
+        };
+        let order = OrderStage {
+            location: dataset.location().clone(),
+            shards: split.shards.clone(),
+            plan,
+            config: config.clone(),
+            first_epoch,
+            skip_slots,
+            jobs: job_tx,
+            window,
+            counters: Arc::clone(&counters),
+            cancel: cancel.clone(),
+        };
+        rt.spawn(order.run());
+        Ok(Loader {
+            batches: batch_rx,
+            jobs: job_rx,
+            done: done_rx,
+            threads,
+            cancel,
+            counters,
+            state,
+            batches_per_epoch,
+            config,
+        })
+    }
+
+    /// The next batch; `None` after the last epoch (or after an error was returned).
+    pub async fn next_batch(&mut self) -> Option<Result<Batch, LoaderError>> {
+        let start = Instant::now();
+        let next = self.batches.recv().await.ok();
+        let wait = start.elapsed().as_nanos() as u64;
+        self.counters.wait_ns.fetch_add(wait, Ordering::Relaxed);
+        self.counters.last_wait_ns.store(wait, Ordering::Relaxed);
+        match &next {
+            Some(Ok(batch)) => {
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .images
+                    .fetch_add(batch.n as u64, Ordering::Relaxed);
+                self.state =
+                    self.state
+                        .advance(batch.epoch, batch.batch_in_epoch, self.batches_per_epoch);
+            }
+            Some(Err(_)) => {
+                self.batches.close();
+            }
+            None => {}
+        }
+        next
+    }
+
+    /// Where the loader is: after the last batch returned. Store it with a checkpoint.
+    pub fn state(&self) -> LoaderState {
+        self.state.clone()
+    }
+
+    /// Throughput, waits and fault counts so far.
+    pub fn metrics(&self) -> LoaderMetrics {
+        LoaderMetrics::snapshot(
+            &self.counters,
+            self.batches.len(),
+            self.config.prefetch_batches,
+        )
+    }
+
+    /// Batches per epoch on this rank.
+    pub fn batches_per_epoch(&self) -> u64 {
+        self.batches_per_epoch
+    }
+
+    /// The configuration this loader runs.
+    pub fn config(&self) -> &LoaderConfig {
+        &self.config
+    }
+
+    /// Pipeline stages (tasks and threads) still running; it reaches 0 shortly after the loader
+    /// is dropped. For tests and diagnostics.
+    pub fn live_stages(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.counters.live_stages)
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.batches.close();
+        self.jobs.close();
+        self.done.close();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn split_samples(dataset: &Dataset, config: &LoaderConfig) -> Result<u64, LoaderError> {
+    dataset
+        .index()
+        .split(&config.split)
+        .map(|s| s.num_samples)
+        .map_err(|source| LoaderError::Index {
+            url: dataset.url().to_owned(),
+            source,
+        })
+}
+
+fn spawn_thread(
+    name: String,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, LoaderError> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|e| LoaderError::Pipeline(format!("cannot start thread {name}: {e}")))
+}

@@ -1,0 +1,299 @@
+//! Order stage: the single sequential task that decides which sample fills which slot.
+//!
+//! It starts shard readers (at most `readahead_shards` ahead of the one it consumes), walks the
+//! epoch's stream of positions, runs the shuffle buffer, keeps this rank's positions and sends
+//! them as [`Job`]s. All randomness that defines order lives here; decode threads only see a
+//! per-sample augmentation seed, so their number and timing cannot change any batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use d2ae_shard::{DatasetLocation, ShardEntry};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LoaderConfig;
+use crate::error::LoaderError;
+use crate::fetch::{read_shard, ShardMsg, ShardSource};
+use crate::metrics::{Counters, StageGuard};
+use crate::plan::{augment_seed, shard_order, RankPlan, ShuffleBuffer};
+use crate::sample::RawSample;
+use crate::stage::{Job, JobKind};
+
+/// Samples a shard reader may queue ahead of the order stage.
+pub(crate) const SHARD_QUEUE: usize = 32;
+
+/// One position of the epoch stream.
+#[derive(Clone)]
+struct Item {
+    shard: Arc<str>,
+    /// `None`: lost with a truncated shard.
+    sample: Option<RawSample>,
+}
+
+/// Everything the order stage needs; consumed by [`OrderStage::run`].
+pub(crate) struct OrderStage {
+    pub location: DatasetLocation,
+    pub shards: Vec<ShardEntry>,
+    pub plan: RankPlan,
+    pub config: LoaderConfig,
+    pub first_epoch: u64,
+    /// Slots of `first_epoch` already consumed before a resume.
+    pub skip_slots: u64,
+    pub jobs: async_channel::Sender<Job>,
+    pub window: Arc<Semaphore>,
+    pub counters: Arc<Counters>,
+    pub cancel: CancellationToken,
+}
+
+/// The job sender with its sequence counter.
+struct Sink<'a> {
+    jobs: &'a async_channel::Sender<Job>,
+    window: &'a Arc<Semaphore>,
+    cancel: &'a CancellationToken,
+    seq: u64,
+}
+
+/// The consumer is gone or the loader is shutting down.
+struct Stopped;
+
+impl Sink<'_> {
+    async fn send(&mut self, epoch: u64, slot: u64, kind: JobKind) -> Result<(), Stopped> {
+        let permit = tokio::select! {
+            p = Arc::clone(self.window).acquire_owned() => p.map_err(|_| Stopped)?,
+            _ = self.cancel.cancelled() => return Err(Stopped),
+        };
+        let job = Job {
+            seq: self.seq,
+            epoch,
+            slot,
+            kind,
+            permit: Some(permit),
+        };
+        self.seq += 1;
+        tokio::select! {
+            r = self.jobs.send(job) => r.map_err(|_| Stopped),
+            _ = self.cancel.cancelled() => Err(Stopped),
+        }
+    }
+}
+
+impl OrderStage {
+    pub async fn run(self) {
+        let _guard = StageGuard::new(&self.counters);
+        let mut sink = Sink {
+            jobs: &self.jobs,
+            window: &self.window,
+            cancel: &self.cancel,
+            seq: 0,
+        };
+        let mut epoch = self.first_epoch;
+        let mut skip = self.skip_slots;
+        while self.config.epochs.is_none_or(|n| epoch < n) {
+            match self.epoch(epoch, skip, &mut sink).await {
+                Ok(None) => {}
+                Ok(Some(fatal)) => {
+                    let _ = sink.send(epoch, u64::MAX, JobKind::Fatal(fatal)).await;
+                    return;
+                }
+                Err(Stopped) => return,
+            }
+            epoch += 1;
+            skip = 0;
+        }
+    }
+
+    /// Send one epoch's slots from `skip` on; `Some(err)` when a shard cannot be read at all.
+    async fn epoch(
+        &self,
+        epoch: u64,
+        skip: u64,
+        sink: &mut Sink<'_>,
+    ) -> Result<Option<LoaderError>, Stopped> {
+        let slots = self.plan.slots();
+        if skip >= slots {
+            return Ok(None);
+        }
+        let seed = self.config.seed;
+        let pads: Vec<(u64, u64)> = self
+            .plan
+            .pad_slots()
+            .into_iter()
+            .filter(|&(k, _)| k >= skip)
+            .collect();
+        // Positions read again by padding slots, kept when they pass (bounded by one batch).
+        let mut kept: HashMap<u64, Option<Item>> = pads.iter().map(|&(_, q)| (q, None)).collect();
+        // Slots below this are filled on the stream's first pass, the rest by padding.
+        let first_pass_end = slots - self.plan.pad_slots().len() as u64;
+        let mut next_slot = skip;
+        let mut buffer = ShuffleBuffer::new(
+            if self.config.shuffle {
+                self.config.shuffle_buffer
+            } else {
+                0
+            },
+            seed,
+            epoch,
+        );
+        let mut q = 0u64;
+        let order = shard_order(self.shards.len(), seed, epoch, self.config.shuffle);
+        let mut readers = Readers::new(self, order);
+
+        // Emit one position of the shuffled order: keep it for padding, send it if it is ours.
+        macro_rules! emit {
+            ($item:expr) => {{
+                let item: Item = $item;
+                if let Some(slot) = kept.get_mut(&q) {
+                    *slot = Some(item.clone());
+                }
+                if let Some(k) = self.plan.first_pass_slot(q) {
+                    if k >= skip {
+                        debug_assert_eq!(k, next_slot);
+                        sink.send(epoch, k, self.job_kind(item, epoch, k)).await?;
+                        next_slot = k + 1;
+                    }
+                }
+                q += 1;
+            }};
+        }
+
+        'shards: while let Some((index, rx)) = readers.next() {
+            // Once every slot of the first pass is sent and no padding needs a later position,
+            // the rest of the epoch is other ranks' business.
+            if next_slot >= first_pass_end && kept.values().all(Option::is_some) {
+                break 'shards;
+            }
+            let entry = &self.shards[index];
+            let name: Arc<str> = Arc::from(entry.name.as_str());
+            let mut got = 0u64;
+            let mut failure = None;
+            loop {
+                let msg = tokio::select! {
+                    m = rx.recv() => m,
+                    _ = self.cancel.cancelled() => return Err(Stopped),
+                };
+                match msg {
+                    Ok(ShardMsg::Sample(sample)) => {
+                        if got == entry.num_samples {
+                            tracing::warn!(shard = %name, key = %sample.key,
+                                "shard has more samples than index.json says; ignoring the extra ones");
+                            continue;
+                        }
+                        got += 1;
+                        let item = Item {
+                            shard: Arc::clone(&name),
+                            sample: Some(sample),
+                        };
+                        if let Some(out) = buffer.push(item) {
+                            emit!(out);
+                        }
+                    }
+                    Ok(ShardMsg::Failed(reason)) => {
+                        failure = Some(reason);
+                        break;
+                    }
+                    Ok(ShardMsg::Fatal(err)) => return Ok(Some(err)),
+                    Err(_) => break,
+                }
+            }
+            if got < entry.num_samples || failure.is_some() {
+                self.counters
+                    .shards_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(
+                    shard = %name,
+                    "shard ended after {got} of {} samples: {}; going on without the rest",
+                    entry.num_samples,
+                    failure.as_deref().unwrap_or("no more members")
+                );
+            }
+            for _ in got..entry.num_samples {
+                let item = Item {
+                    shard: Arc::clone(&name),
+                    sample: None,
+                };
+                if let Some(out) = buffer.push(item) {
+                    emit!(out);
+                }
+            }
+        }
+        drop(readers);
+        while let Some(out) = buffer.drain_one() {
+            if next_slot >= first_pass_end && kept.values().all(Option::is_some) {
+                break;
+            }
+            emit!(out);
+        }
+        for (k, q) in pads {
+            let item = kept.get(&q).cloned().flatten().unwrap_or_else(|| Item {
+                shard: Arc::from("?"),
+                sample: None,
+            });
+            sink.send(epoch, k, self.job_kind(item, epoch, k)).await?;
+        }
+        Ok(None)
+    }
+
+    fn job_kind(&self, item: Item, epoch: u64, slot: u64) -> JobKind {
+        match item.sample {
+            Some(sample) => JobKind::Sample {
+                shard: item.shard,
+                sample,
+                aug_seed: augment_seed(self.config.seed, epoch, self.plan.virtual_position(slot)),
+            },
+            None => JobKind::Lost {
+                shard: item.shard,
+                key: None,
+            },
+        }
+    }
+}
+
+/// Shard readers running ahead of the order stage, in epoch order.
+struct Readers<'a> {
+    stage: &'a OrderStage,
+    pending: VecDeque<usize>,
+    active: VecDeque<(usize, async_channel::Receiver<ShardMsg>)>,
+}
+
+impl<'a> Readers<'a> {
+    fn new(stage: &'a OrderStage, order: Vec<usize>) -> Self {
+        Readers {
+            stage,
+            pending: order.into(),
+            active: VecDeque::new(),
+        }
+    }
+
+    /// The next shard's sample channel, starting readers to keep `readahead_shards` ahead.
+    fn next(&mut self) -> Option<(usize, async_channel::Receiver<ShardMsg>)> {
+        self.fill(1);
+        let next = self.active.pop_front();
+        self.fill(0);
+        next
+    }
+
+    fn fill(&mut self, extra: usize) {
+        let limit = self.stage.config.readahead_shards + extra;
+        while self.active.len() < limit {
+            let Some(index) = self.pending.pop_front() else {
+                return;
+            };
+            let entry = &self.stage.shards[index];
+            let (tx, rx) = async_channel::bounded(SHARD_QUEUE);
+            let source = ShardSource {
+                store: Arc::clone(&self.stage.location.store),
+                path: self.stage.location.child(&entry.name),
+                name: Arc::from(entry.name.as_str()),
+                attempts: self.stage.config.fetch_attempts,
+                backoff: self.stage.config.fetch_backoff,
+            };
+            let counters = Arc::clone(&self.stage.counters);
+            let cancel = self.stage.cancel.clone();
+            let rt = Handle::current();
+            tokio::task::spawn_blocking(move || read_shard(rt, source, tx, counters, cancel));
+            self.active.push_back((index, rx));
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The `d2ae-loader` binary: stats, cat and bench on a small dataset.
+
+use std::process::Command;
+
+use d2ae_loader::testing::synthetic_dataset;
+
+fn loader_bin(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_d2ae-loader"))
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn stats_cat_and_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic_dataset(dir.path(), 40, 15, 32).unwrap();
+    let url = dir.path().to_str().unwrap();
+
+    let stats: serde_json::Value =
+        serde_json::from_slice(&loader_bin(&["stats", url, "--json"]).stdout).unwrap();
+    assert_eq!(stats["samples"], 40);
+    assert_eq!(stats["splits"]["train"]["shards"], 3);
+    assert_eq!(stats["identities"], 10);
+    let human = String::from_utf8(loader_bin(&["stats", url]).stdout).unwrap();
+    assert!(
+        human.contains("train") && human.contains("40 samples"),
+        "{human}"
+    );
+
+    let cat = String::from_utf8(loader_bin(&["cat", url, "--limit", "3"]).stdout).unwrap();
+    let lines: Vec<serde_json::Value> = cat
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["key"], "s000002");
+    assert_eq!(lines[2]["identity"], 2);
+    assert_eq!(lines[2]["attributes"]["Even"], 1);
+
+    let bench = loader_bin(&[
+        "bench",
+        url,
+        "--threads",
+        "1",
+        "--batch-size",
+        "8",
+        "--json",
+    ]);
+    let stdout = String::from_utf8(bench.stdout).unwrap();
+    assert_eq!(
+        stdout.trim().lines().count(),
+        1,
+        "one JSON object: {stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["images"], 40);
+    assert!(report["images_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(report["memory_bound_bytes"].as_u64().unwrap() > 0);
+
+    let err = Command::new(env!("CARGO_BIN_EXE_d2ae-loader"))
+        .args(["cat", url, "--split", "nope"])
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    let msg = String::from_utf8_lossy(&err.stderr);
+    assert!(msg.contains("\"nope\"") && msg.contains("train"), "{msg}");
+}
