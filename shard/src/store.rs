@@ -47,7 +47,7 @@ impl DatasetLocation {
         if self.prefix.as_ref().is_empty() {
             Path::from(name)
         } else {
-            self.prefix.child(name)
+            self.prefix.clone().join(name)
         }
     }
 

@@ -1,0 +1,328 @@
+//! The training configuration: defaults (the paper's), then a TOML file, then the command line.
+//!
+//! [`ConfigOverrides`] is both the TOML file format and the set of command-line flags, so every key
+//! of the file can be given on the command line with the same name (`lr = 0.01` ⇔ `--lr 0.01`).
+//! [`TrainConfig`] is the checked, complete result; it is saved as `config.json` in the run
+//! directory and inside every checkpoint.
+
+use serde::{Deserialize, Serialize};
+
+/// Every training setting, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Dataset URL (a directory or bucket prefix with `index.json`).
+    pub data: String,
+    /// Run directory URL.
+    pub out: String,
+    /// Endpoint of an S3-compatible server, for `s3://` data or run directories.
+    pub endpoint: Option<String>,
+    /// Model preset: `small` or `paper`.
+    pub preset: String,
+    /// `none`, `no-lh`, `no-adv`, `no-stat-aug` or `baseline`.
+    pub ablation: String,
+    /// Split to train on.
+    pub train_split: String,
+    /// Split to validate on (skipped when the dataset has none).
+    pub val_split: String,
+    /// Epochs to train (ignored when `steps` is set).
+    pub epochs: u64,
+    /// Optimizer steps to train, overriding `epochs`.
+    pub steps: Option<u64>,
+    /// Images per optimizer step, over all ranks.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Learning-rate factor applied every `lr_decay_epochs`.
+    pub lr_decay: f64,
+    /// Epochs between learning-rate decays.
+    pub lr_decay_epochs: u64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD weight decay (L2).
+    pub weight_decay: f64,
+    /// Seed of model initialisation, data order, augmentation and statistical augmentation.
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:K`.
+    pub device: String,
+    /// Steps between checkpoints (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (0: all).
+    pub keep_checkpoints: usize,
+    /// Steps between validations (0: only at the end).
+    pub val_every: u64,
+    /// Batches per validation (0: the whole split).
+    pub val_batches: u64,
+    /// Input side in pixels (defaults to the preset's).
+    pub image_size: u32,
+    /// Decode threads of the loader.
+    pub decode_threads: usize,
+    /// Random horizontal flips.
+    pub hflip: bool,
+    /// Largest random translation in pixels.
+    pub max_shift: u32,
+    /// Sample shuffle buffer of the loader.
+    pub shuffle_buffer: usize,
+    /// bf16 autocast: `auto` (on for CUDA), `on` or `off`.
+    pub bf16: String,
+    /// Threads libtorch uses on the CPU (0: its default).
+    pub threads: usize,
+    /// Loss weights and feature size; `None` keeps the preset's value.
+    pub lambda_t: Option<f64>,
+    pub lambda_p: Option<f64>,
+    pub lambda_x: Option<f64>,
+    pub feature_dim: Option<i64>,
+}
+
+impl TrainConfig {
+    /// The paper's settings (section 4.2) for `data` and `out`.
+    pub fn paper_defaults(data: String, out: String) -> TrainConfig {
+        TrainConfig {
+            data,
+            out,
+            endpoint: None,
+            preset: "paper".into(),
+            ablation: "none".into(),
+            train_split: "train".into(),
+            val_split: "val".into(),
+            epochs: 31,
+            steps: None,
+            batch_size: 192,
+            lr: 0.01,
+            lr_decay: 0.1,
+            lr_decay_epochs: 10,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            seed: 0,
+            device: "cpu".into(),
+            checkpoint_every: 1000,
+            keep_checkpoints: 3,
+            val_every: 1000,
+            val_batches: 20,
+            image_size: 0,
+            decode_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            hflip: true,
+            max_shift: 4,
+            shuffle_buffer: 2048,
+            bf16: "auto".into(),
+            threads: 0,
+            lambda_t: None,
+            lambda_p: None,
+            lambda_x: None,
+            feature_dim: None,
+        }
+    }
+
+    /// Learning rate for `epoch` (step decay, section 4.2).
+    pub fn lr_at(&self, epoch: u64) -> f64 {
+        let decays = epoch.checked_div(self.lr_decay_epochs).unwrap_or(0);
+        self.lr * self.lr_decay.powi(decays as i32)
+    }
+
+    /// Check values a typo could make meaningless.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("batch_size must be at least 1".into());
+        }
+        if !["small", "paper"].contains(&self.preset.as_str()) {
+            return Err(format!("unknown preset {:?} (small or paper)", self.preset));
+        }
+        if !["none", "no-lh", "no-adv", "no-stat-aug", "baseline"].contains(&self.ablation.as_str())
+        {
+            return Err(format!(
+                "unknown ablation {:?} (none, no-lh, no-adv, no-stat-aug, baseline)",
+                self.ablation
+            ));
+        }
+        if !["auto", "on", "off"].contains(&self.bf16.as_str()) {
+            return Err(format!("bf16 must be auto, on or off, not {:?}", self.bf16));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(format!("lr must be positive, not {}", self.lr));
+        }
+        if self.epochs == 0 && self.steps.is_none() {
+            return Err("train for at least one epoch or step".into());
+        }
+        Ok(())
+    }
+}
+
+/// Settings given in a TOML file or on the command line; unset ones keep their default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigOverrides {
+    /// Model preset: `small` (64 px, minutes on a CPU) or `paper` (Inception-ResNet at 235 px).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Train an ablation: none, no-lh, no-adv, no-stat-aug or baseline (Table 1 and 2 of the paper).
+    #[arg(long)]
+    pub ablation: Option<String>,
+    /// Split to train on [default: train].
+    #[arg(long)]
+    pub train_split: Option<String>,
+    /// Split to validate on [default: val].
+    #[arg(long)]
+    pub val_split: Option<String>,
+    /// Epochs to train [default: 31, the paper's].
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Optimizer steps to train; overrides --epochs.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Images per step over all ranks [default: 192, the paper's].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Base learning rate [default: 0.01].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Learning-rate factor every --lr-decay-epochs [default: 0.1].
+    #[arg(long)]
+    pub lr_decay: Option<f64>,
+    /// Epochs between learning-rate decays [default: 10].
+    #[arg(long)]
+    pub lr_decay_epochs: Option<u64>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// SGD weight decay [default: 5e-4].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Seed for initialisation, data order and noise [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Device: cpu, cuda or cuda:K [default: cpu].
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Steps between checkpoints; 0 writes one only at the end [default: 1000].
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoints to keep; 0 keeps all [default: 3].
+    #[arg(long)]
+    pub keep_checkpoints: Option<usize>,
+    /// Steps between validations; 0 validates only at the end [default: 1000].
+    #[arg(long)]
+    pub val_every: Option<u64>,
+    /// Batches per validation; 0 uses the whole split [default: 20].
+    #[arg(long)]
+    pub val_batches: Option<u64>,
+    /// Input side in pixels [default: the preset's: 64 small, 235 paper].
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    /// Image decode threads [default: all cores].
+    #[arg(long)]
+    pub decode_threads: Option<usize>,
+    /// Random horizontal flips [default: true].
+    #[arg(long)]
+    pub hflip: Option<bool>,
+    /// Largest random translation in pixels [default: 4].
+    #[arg(long)]
+    pub max_shift: Option<u32>,
+    /// Sample shuffle buffer size [default: 2048].
+    #[arg(long)]
+    pub shuffle_buffer: Option<usize>,
+    /// bf16 autocast: auto (on with CUDA), on or off [default: auto].
+    #[arg(long)]
+    pub bf16: Option<String>,
+    /// libtorch CPU threads; 0 keeps libtorch's default [default: 0].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Weight of L_T [default: the preset's, 1].
+    #[arg(long)]
+    pub lambda_t: Option<f64>,
+    /// Weight of L_T^adv + L_H [default: the preset's, 0.1].
+    #[arg(long)]
+    pub lambda_p: Option<f64>,
+    /// Weight of L_X + L̃_X [default: the preset's].
+    #[arg(long)]
+    pub lambda_x: Option<f64>,
+    /// Size of f_T and f_P [default: the preset's, 256].
+    #[arg(long)]
+    pub feature_dim: Option<i64>,
+    /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+}
+
+impl ConfigOverrides {
+    /// Parse a TOML config file's text.
+    pub fn from_toml(text: &str) -> Result<ConfigOverrides, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Apply every set value to `cfg`.
+    pub fn apply(&self, cfg: &mut TrainConfig) {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { cfg.$field = v.clone(); } )* };
+        }
+        set!(
+            preset,
+            ablation,
+            train_split,
+            val_split,
+            epochs,
+            batch_size,
+            lr,
+            lr_decay,
+            lr_decay_epochs,
+            momentum,
+            weight_decay,
+            seed,
+            device,
+            checkpoint_every,
+            keep_checkpoints,
+            val_every,
+            val_batches,
+            image_size,
+            decode_threads,
+            hflip,
+            max_shift,
+            shuffle_buffer,
+            bf16,
+            threads
+        );
+        macro_rules! set_opt {
+            ($($field:ident),*) => { $( if self.$field.is_some() { cfg.$field = self.$field.clone(); } )* };
+        }
+        set_opt!(steps, lambda_t, lambda_p, lambda_x, feature_dim, endpoint);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_command_line_override_defaults() {
+        let mut cfg = TrainConfig::paper_defaults("d".into(), "o".into());
+        let file =
+            ConfigOverrides::from_toml("lr = 0.05\nbatch_size = 32\npreset = \"small\"").unwrap();
+        let cli = ConfigOverrides {
+            lr: Some(0.1),
+            ..Default::default()
+        };
+        file.apply(&mut cfg);
+        cli.apply(&mut cfg);
+        assert_eq!(cfg.lr, 0.1);
+        assert_eq!(cfg.batch_size, 32);
+        assert_eq!(cfg.preset, "small");
+        assert_eq!(cfg.momentum, 0.9);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(ConfigOverrides::from_toml("learning_rate = 0.1").is_err());
+        let mut cfg = TrainConfig::paper_defaults("d".into(), "o".into());
+        cfg.ablation = "no-thing".into();
+        assert!(cfg.validate().unwrap_err().contains("ablation"));
+    }
+
+    #[test]
+    fn learning_rate_decays_every_ten_epochs() {
+        let cfg = TrainConfig::paper_defaults("d".into(), "o".into());
+        assert_eq!(cfg.lr_at(0), 0.01);
+        assert!((cfg.lr_at(10) - 0.001).abs() < 1e-12);
+        assert!((cfg.lr_at(30) - 1e-5).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,627 @@
+//! `d2ae-train fit`: the training loop (section 4.2 of the paper).
+//!
+//! loader batches → device → normalise → forward → eq. 6 loss → one backward → (all-reduce of
+//! gradients across ranks) → one SGD step. Everything a resumed run needs to continue exactly is
+//! in the checkpoint: weights and running statistics, momentum buffers, the loader's position and
+//! the step. The randomness of statistical augmentation is re-seeded from (seed, step) at every
+//! step, so it needs no saved generator state.
+//!
+//! The run directory (local or a bucket) holds `config.json`, `metrics.jsonl`, `val.jsonl`,
+//! `val/step-N.png`, `summary.json` and `checkpoints/` (see docs/TRAINING.md).
+
+pub mod amp;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod runlog;
+pub mod sgd;
+pub mod tensor_io;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use d2ae_loader::{Augment, BlockingLoader, LoaderConfig};
+use d2ae_shard::{open_dataset, DatasetLocation, StoreOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::Serialize;
+use serde_json::json;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::dist::{broadcast_parameters, Collective, GradSync, DEFAULT_BUCKET_BYTES};
+use crate::model::{normalise, Ablation, D2ae, ModelConfig};
+use checkpoint::{CheckpointDir, CheckpointMeta};
+pub use config::{ConfigOverrides, TrainConfig};
+use runlog::JsonlLog;
+use sgd::{Sgd, SgdConfig};
+use validate::{validate, ValReport};
+
+/// What a finished (or interrupted) run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitSummary {
+    pub run: String,
+    pub steps: u64,
+    pub epochs_started: u64,
+    pub images: u64,
+    pub seconds: f64,
+    pub images_per_sec: f64,
+    /// Share of wall time the trainer spent waiting for the loader.
+    pub data_wait_share: f64,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub last_val: Option<ValReport>,
+    pub interrupted: bool,
+    pub resumed_from: Option<u64>,
+    pub samples_skipped: u64,
+    pub checkpoint: Option<String>,
+}
+
+/// Parse `cpu`, `cuda` or `cuda:K`.
+pub fn parse_device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(k)) => Ok(Device::Cuda(k)),
+            _ => bail!("unknown device {other:?}: use cpu, cuda or cuda:K"),
+        },
+    }
+}
+
+/// The model configuration a training configuration asks for.
+pub fn model_config(cfg: &TrainConfig) -> Result<ModelConfig> {
+    let ablation: Ablation = cfg.ablation.parse()?;
+    let mut m = ModelConfig::preset(&cfg.preset)?.with_ablation(ablation);
+    if cfg.image_size != 0 {
+        m.image_size = cfg.image_size as i64;
+    }
+    if let Some(v) = cfg.lambda_t {
+        m.lambda_t = v;
+    }
+    if let Some(v) = cfg.lambda_p {
+        m.lambda_p = v;
+    }
+    if let Some(v) = cfg.lambda_x {
+        // λ_X = recon_weight / (H·W): keep the user's λ_X exactly.
+        m.recon_weight = v * (m.image_size * m.image_size) as f64;
+    }
+    if let Some(v) = cfg.feature_dim {
+        m.branch.feature_dim = v;
+    }
+    m.validate()?;
+    Ok(m)
+}
+
+/// Data parallelism for [`fit`]: the collective and the gradient buckets over the model's
+/// variables. `None` trains in one process.
+pub struct Parallel {
+    pub comm: Box<dyn Collective>,
+}
+
+/// Everything the loop needs besides the config: where to stop and how ranks talk.
+pub struct FitContext {
+    /// Set by Ctrl-C: finish the step, write a checkpoint, return.
+    pub stop: Arc<AtomicBool>,
+    /// Multi-process data parallelism, when world size > 1.
+    pub parallel: Option<Parallel>,
+    /// Continue from the newest checkpoint in the run directory.
+    pub resume: bool,
+    /// Draw a progress bar (rank 0 on a terminal).
+    pub progress: bool,
+}
+
+struct RunDir {
+    loc: DatasetLocation,
+    /// Local directory where logs are appended (the run directory itself when local).
+    staging: PathBuf,
+}
+
+impl RunDir {
+    fn open(cfg: &TrainConfig) -> Result<RunDir> {
+        let opts = StoreOptions {
+            endpoint: cfg.endpoint.clone(),
+            create_local: true,
+            ..Default::default()
+        };
+        let loc = open_dataset(&cfg.out, &opts)
+            .with_context(|| format!("opening the run directory {}", cfg.out))?;
+        let staging = match &loc.local_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let name: String = cfg
+                    .out
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                let dir = std::env::temp_dir().join(format!("d2ae-run-{name}"));
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                dir
+            }
+        };
+        Ok(RunDir { loc, staging })
+    }
+
+    fn is_local(&self) -> bool {
+        self.loc.local_dir.is_some()
+    }
+
+    /// Write a small file atomically at the run root.
+    async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.loc
+            .store
+            .put(&self.loc.child(name), PutPayload::from(bytes))
+            .await
+            .with_context(|| format!("writing {}/{name}", self.loc.url))?;
+        Ok(())
+    }
+
+    /// Copy staged logs to a bucket run directory (no-op when local).
+    async fn upload_logs(&self) -> Result<()> {
+        if self.is_local() {
+            return Ok(());
+        }
+        for name in ["metrics.jsonl", "val.jsonl"] {
+            let path = self.staging.join(name);
+            if let Ok(bytes) = std::fs::read(&path) {
+                self.put(name, bytes).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bring a bucket run's logs to the staging directory before resuming.
+    async fn download_logs(&self) -> Result<()> {
+        if self.is_local() {
+            return Ok(());
+        }
+        for name in ["metrics.jsonl", "val.jsonl"] {
+            if let Ok(got) = self.loc.store.get(&self.loc.child(name)).await {
+                let bytes = got.bytes().await?;
+                std::fs::write(self.staging.join(name), &bytes)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn loader_config(cfg: &TrainConfig, rank: usize, world: usize, image_size: u32) -> LoaderConfig {
+    let mut lc = LoaderConfig::train(&cfg.train_split, cfg.batch_size / world, cfg.seed);
+    lc.image_size = Some(image_size);
+    lc.decode_threads = cfg.decode_threads.max(1);
+    lc.shuffle_buffer = cfg.shuffle_buffer;
+    lc.rank = rank;
+    lc.world_size = world;
+    lc.augment = Augment {
+        hflip: cfg.hflip,
+        max_shift_px: cfg.max_shift,
+    };
+    lc.store = StoreOptions {
+        endpoint: cfg.endpoint.clone(),
+        ..Default::default()
+    };
+    lc
+}
+
+fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("serialisable")
+}
+
+/// Train as `cfg` says. Returns the summary (rank 0's view).
+pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let device = parse_device(&cfg.device)?;
+    if cfg.threads > 0 {
+        tch::set_num_threads(cfg.threads as i32);
+    }
+    if let Device::Cuda(k) = device {
+        anyhow::ensure!(
+            tch::Cuda::is_available() && (k as i64) < tch::Cuda::device_count(),
+            "device cuda:{k} requested but libtorch sees {} CUDA device(s)",
+            tch::Cuda::device_count()
+        );
+    }
+    let (rank, world) = match &ctx.parallel {
+        Some(p) => (p.comm.rank(), p.comm.world_size()),
+        None => (0, 1),
+    };
+    anyhow::ensure!(
+        cfg.batch_size % world == 0,
+        "batch_size {} does not split evenly over {world} ranks",
+        cfg.batch_size
+    );
+    let is_root = rank == 0;
+    let use_bf16 = amp::bf16_enabled(&cfg.bf16, device);
+    let mcfg = model_config(&cfg)?;
+    let image_size = mcfg.image_size as u32;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let run = RunDir::open(&cfg)?;
+    let ckpts = CheckpointDir::new(run.loc.subdir("checkpoints"));
+
+    // Resume state, if asked and present.
+    let resumed = if ctx.resume {
+        match rt.block_on(ckpts.load_latest()) {
+            Ok(c) => Some(c),
+            Err(checkpoint::CheckpointError::None { .. }) => {
+                if is_root {
+                    tracing::warn!("--resume: no checkpoint in {}, starting fresh", ckpts.url());
+                }
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    if let Some(c) = &resumed {
+        anyhow::ensure!(
+            c.meta.preset == cfg.preset,
+            "the checkpoint in {} is a {} model, but this run asks for {}: use another --out or \
+             --preset {}",
+            ckpts.url(),
+            c.meta.preset,
+            cfg.preset,
+            c.meta.preset
+        );
+    }
+    let loader_state = match &resumed {
+        Some(c) => Some(
+            serde_json::from_value(c.meta.loader_state.clone())
+                .context("the checkpoint's loader state does not fit this loader version")?,
+        ),
+        None => None,
+    };
+    let mut loader = BlockingLoader::open(
+        &cfg.data,
+        loader_config(&cfg, rank, world, image_size),
+        loader_state.as_ref(),
+    )
+    .with_context(|| format!("opening the training data {}", cfg.data))?;
+    let index = loader.index().clone();
+    let num_identities = index.identities.len() as i64;
+    anyhow::ensure!(
+        num_identities >= 2,
+        "{} has {num_identities} identities; identity training needs at least 2",
+        cfg.data
+    );
+    let has_val = index.splits.contains_key(&cfg.val_split);
+    let batches_per_epoch = loader.batches_per_epoch();
+    anyhow::ensure!(
+        batches_per_epoch > 0,
+        "split {:?} of {} has fewer samples than one batch of {} per rank",
+        cfg.train_split,
+        cfg.data,
+        cfg.batch_size / world
+    );
+    let total_steps = cfg.steps.unwrap_or(cfg.epochs * batches_per_epoch);
+
+    // Model and optimizer.
+    tch::manual_seed(cfg.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let model = D2ae::new(&vs.root(), &mcfg, num_identities)?;
+    let mut opt = Sgd::new(
+        vs.variables(),
+        SgdConfig {
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+        },
+    );
+    let mut step = 0u64;
+    let resumed_from = resumed.as_ref().map(|c| c.meta.step);
+    if let Some(c) = resumed {
+        anyhow::ensure!(
+            c.meta.num_identities == num_identities,
+            "the checkpoint in {} was trained over {} identities, but {} has {}: use another \
+             --out or the matching data",
+            ckpts.url(),
+            c.meta.num_identities,
+            cfg.data,
+            num_identities
+        );
+        load_variables(&vs, &c.model).context("restoring the model from the checkpoint")?;
+        opt.load_state(c.optim.into_iter())
+            .map_err(anyhow::Error::msg)
+            .context("restoring the optimizer from the checkpoint")?;
+        step = c.meta.step;
+    }
+    let grad_sync = match &mut ctx.parallel {
+        Some(p) => {
+            broadcast_parameters(&vs, p.comm.as_mut())?;
+            Some(GradSync::new(&vs, DEFAULT_BUCKET_BYTES)?)
+        }
+        None => None,
+    };
+
+    // Logs (rank 0).
+    let mut metrics_log = None;
+    let mut val_log = None;
+    if is_root {
+        if resumed_from.is_some() {
+            rt.block_on(run.download_logs())?;
+        }
+        metrics_log = Some(JsonlLog::open(
+            &run.staging.join("metrics.jsonl"),
+            resumed_from,
+        )?);
+        val_log = Some(JsonlLog::open(
+            &run.staging.join("val.jsonl"),
+            resumed_from,
+        )?);
+        let resolved = json!({"train": to_json(&cfg), "model": to_json(&mcfg),
+            "num_identities": num_identities, "batches_per_epoch": batches_per_epoch,
+            "total_steps": total_steps, "world_size": world});
+        rt.block_on(run.put("config.json", serde_json::to_vec_pretty(&resolved)?))?;
+    }
+
+    let bar = (is_root && ctx.progress).then(|| {
+        let bar = ProgressBar::new(total_steps);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} step {pos}/{len} [{bar:30}] {per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_position(step);
+        bar
+    });
+
+    let save_checkpoint =
+        |step: u64, epoch: u64, loader: &BlockingLoader, opt: &Sgd| -> Result<String> {
+            let meta = CheckpointMeta {
+                step,
+                epoch,
+                num_identities,
+                preset: cfg.preset.clone(),
+                model_config: to_json(&mcfg),
+                loader_state: to_json(&loader.state()),
+                config: to_json(&cfg),
+            };
+            let model_vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+            let bytes = checkpoint::encode(&meta, &model_vars, opt.state())?;
+            rt.block_on(async {
+                ckpts.save(step, bytes, cfg.keep_checkpoints).await?;
+                run.upload_logs().await
+            })?;
+            Ok(format!(
+                "{}/{}",
+                ckpts.url(),
+                checkpoint::checkpoint_name(step)
+            ))
+        };
+
+    let started = Instant::now();
+    let mut wait_total = Duration::ZERO;
+    let (mut images_seen, mut first_loss, mut last_loss) = (0u64, None, None);
+    let mut last_val = None;
+    let mut epoch = step / batches_per_epoch;
+    let mut last_ckpt = None;
+    let mut interrupted = false;
+    let mut last_saved_step = resumed_from;
+    let run_val = |model: &D2ae, step: u64| -> Result<ValReport> {
+        let mut lc = LoaderConfig::eval(&cfg.val_split, (cfg.batch_size / world).max(1));
+        lc.image_size = Some(image_size);
+        lc.decode_threads = cfg.decode_threads.max(1);
+        lc.store.endpoint = cfg.endpoint.clone();
+        let grid = run.staging.join(format!("val/step-{step:08}.png"));
+        let report = validate(
+            model,
+            &cfg.data,
+            lc,
+            cfg.val_batches,
+            device,
+            step,
+            Some(&grid),
+        )?;
+        if !run.is_local() {
+            let bytes = std::fs::read(&grid).unwrap_or_default();
+            if !bytes.is_empty() {
+                rt.block_on(run.put(&format!("val/step-{step:08}.png"), bytes))?;
+            }
+        }
+        Ok(report)
+    };
+
+    while step < total_steps {
+        if stop_requested(&ctx.stop, ctx.parallel.as_mut())? {
+            interrupted = true;
+            break;
+        }
+        let t0 = Instant::now();
+        let Some(batch) = loader.next() else {
+            break;
+        };
+        let batch = batch.context("reading a training batch")?;
+        let waited = t0.elapsed();
+        wait_total += waited;
+        epoch = batch.epoch;
+        let lr = cfg.lr_at(epoch);
+        // Statistical augmentation noise (eq. 5) depends only on (seed, step, rank).
+        tch::manual_seed(
+            (cfg.seed as i64).wrapping_mul(1_000_003) + (step * world as u64 + rank as u64) as i64,
+        );
+        let b = batch.n as i64;
+        let images_u8 =
+            Tensor::from_slice(&batch.images).view([b, 3, batch.height as i64, batch.width as i64]);
+        let images = normalise(&images_u8, device)?;
+        let labels = Tensor::from_slice(&batch.identities).to_device(device);
+        opt.zero_grad();
+        let terms = amp::bf16_autocast(use_bf16, || -> Result<_> {
+            let out = model.forward_t(&images, true)?;
+            Ok(model.losses(&out, &labels, &images)?)
+        })?;
+        terms.total.backward();
+        let values = terms.values();
+        if !values.total.is_finite() {
+            bail!(
+                "loss is not finite at step {}: total {} (L_T {}, L_adv {:?}, L_H {:?}, L_X {:?}, \
+                 L̃_X {:?}); stopping without a checkpoint, the last good one is {}",
+                step + 1,
+                values.total,
+                values.l_t,
+                values.l_adv,
+                values.l_h,
+                values.l_x,
+                values.l_x_aug,
+                last_saved_step
+                    .map(|s| format!("step {s}"))
+                    .unwrap_or_else(|| "none".into())
+            );
+        }
+        if let (Some(sync), Some(p)) = (grad_sync.as_ref(), ctx.parallel.as_mut()) {
+            sync.sync(p.comm.as_mut())?;
+        }
+        opt.step(lr);
+        if let Some(p) = ctx.parallel.as_mut() {
+            sync_running_sigma(&vs, p.comm.as_mut())?;
+        }
+        step += 1;
+        images_seen += (b as u64) * world as u64;
+        first_loss.get_or_insert(values.total);
+        last_loss = Some(values.total);
+        let step_secs = t0.elapsed().as_secs_f64();
+        if let Some(log) = metrics_log.as_mut() {
+            let lm = loader.metrics();
+            log.write(&json!({
+                "step": step, "epoch": epoch, "lr": lr, "loss": values.total,
+                "l_t": values.l_t, "l_adv": values.l_adv, "l_h": values.l_h,
+                "l_x": values.l_x, "l_x_aug": values.l_x_aug,
+                "acc_t": values.acc_t, "acc_p": values.acc_p,
+                "images_per_sec": (b as f64 * world as f64) / step_secs,
+                "step_ms": step_secs * 1e3, "data_wait_ms": waited.as_secs_f64() * 1e3,
+                "samples_skipped": lm.samples_skipped,
+            }))?;
+        }
+        if let Some(bar) = &bar {
+            bar.set_position(step);
+            bar.set_message(format!(
+                "ep {epoch} loss {:.4} L_T {:.3} L_H {} L_X {} acc_T {:.2} wait {:.0}%",
+                values.total,
+                values.l_t,
+                values.l_h.map_or("-".into(), |v| format!("{v:.3}")),
+                values.l_x.map_or("-".into(), |v| format!("{v:.1}")),
+                values.acc_t,
+                100.0 * wait_total.as_secs_f64() / started.elapsed().as_secs_f64().max(1e-9)
+            ));
+        }
+        let last = step == total_steps;
+        if is_root && has_val && ((cfg.val_every > 0 && step % cfg.val_every == 0) || last) {
+            let report = run_val(&model, step)?;
+            if let Some(log) = val_log.as_mut() {
+                log.write(&to_json(&report))?;
+            }
+            last_val = Some(report);
+        }
+        if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || last {
+            if is_root {
+                last_ckpt = Some(save_checkpoint(step, epoch, &loader, &opt)?);
+                last_saved_step = Some(step);
+            }
+            if let Some(p) = ctx.parallel.as_mut() {
+                p.comm.barrier()?;
+            }
+        }
+    }
+    if interrupted && last_saved_step != Some(step) && step > 0 {
+        if is_root {
+            last_ckpt = Some(save_checkpoint(step, epoch, &loader, &opt)?);
+        }
+        if let Some(p) = ctx.parallel.as_mut() {
+            p.comm.barrier()?;
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let lm = loader.metrics();
+    let summary = FitSummary {
+        run: cfg.out.clone(),
+        steps: step,
+        epochs_started: epoch + 1,
+        images: images_seen,
+        seconds,
+        images_per_sec: images_seen as f64 / seconds.max(1e-9),
+        data_wait_share: wait_total.as_secs_f64() / seconds.max(1e-9),
+        first_loss,
+        last_loss,
+        last_val,
+        interrupted,
+        resumed_from,
+        samples_skipped: lm.samples_skipped,
+        checkpoint: last_ckpt,
+    };
+    if is_root {
+        rt.block_on(async {
+            run.put("summary.json", serde_json::to_vec_pretty(&summary)?)
+                .await?;
+            run.upload_logs().await
+        })?;
+    }
+    Ok(summary)
+}
+
+/// Whether any rank asked to stop (Ctrl-C): all ranks must leave the loop at the same step.
+fn stop_requested(flag: &AtomicBool, parallel: Option<&mut Parallel>) -> Result<bool> {
+    let local = flag.load(Ordering::SeqCst);
+    let Some(p) = parallel else {
+        return Ok(local);
+    };
+    let mut t = [Tensor::from_slice(&[if local { 1.0f32 } else { 0.0 }])];
+    p.comm.all_reduce_mean(&mut t)?;
+    Ok(t[0].double_value(&[0]) > 0.0)
+}
+
+/// Average the statistical-augmentation running σ over ranks, so every replica (and the
+/// checkpoint rank 0 writes) holds the same estimate.
+fn sync_running_sigma(vs: &nn::VarStore, comm: &mut dyn Collective) -> Result<()> {
+    let mut sigmas: Vec<Tensor> = {
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(name, t)| {
+                (name.starts_with("stat_t.") || name.starts_with("stat_p."))
+                    && t.kind() == Kind::Float
+            })
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars.into_iter().map(|(_, t)| t).collect()
+    };
+    if !sigmas.is_empty() {
+        tch::no_grad(|| comm.all_reduce_mean(&mut sigmas))?;
+    }
+    Ok(())
+}
+
+/// Copy checkpoint tensors into the VarStore's variables: same names, same shapes, none missing.
+pub(crate) fn load_variables(vs: &nn::VarStore, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+    let vars = vs.variables();
+    for (name, var) in &vars {
+        let src = tensors
+            .get(name)
+            .with_context(|| format!("the checkpoint has no tensor {name:?}"))?;
+        anyhow::ensure!(
+            src.size() == var.size(),
+            "tensor {name:?} is {:?} in the checkpoint but {:?} in the model",
+            src.size(),
+            var.size()
+        );
+        tch::no_grad(|| var.shallow_clone().copy_(src));
+    }
+    if let Some(extra) = tensors.keys().find(|k| !vars.contains_key(*k)) {
+        bail!("the checkpoint has a tensor {extra:?} the model does not");
+    }
+    Ok(())
+}
+
+/// Path of the `n`-th validation grid of a local run directory.
+pub fn val_grid_path(run_dir: &Path, step: u64) -> PathBuf {
+    run_dir.join(format!("val/step-{step:08}.png"))
+}
