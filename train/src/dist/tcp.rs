@@ -1,0 +1,371 @@
+//! The CPU backend: collectives over TCP between processes, as a star through rank 0.
+//!
+//! All-reduce: every rank sends its tensor to rank 0, which sums the contributions in rank order in
+//! f64, divides once, rounds to f32 and sends the same bytes back to all. So the result is
+//! deterministic (independent of arrival order) and bit-identical on every rank, and replicas never
+//! drift. Broadcast from rank r: r sends to rank 0, which relays. Why a star and not a ring: the
+//! CPU backend exists to run the data-parallel logic with a handful of local ranks (tests, CPU
+//! training), where rank 0's bandwidth is not the bottleneck and the star's fixed summation order
+//! is worth more than a ring's bandwidth; GPU runs use NCCL.
+
+use std::time::Instant;
+
+use tch::{Device, Kind, Tensor};
+
+use super::link::Links;
+use super::rendezvous::{rendezvous, Rendezvous};
+use super::wire::{self, Kind as Frame};
+use super::{check_f32, Collective, DistEnv, DistError, Timeouts};
+
+/// A process group whose collectives run over TCP. Also the control plane of the NCCL backend.
+pub struct TcpCollective {
+    rank: usize,
+    world_size: usize,
+    /// `None` for a world of one.
+    links: Option<Links>,
+    /// Index of the next collective, identical on all ranks while they agree.
+    seq: u64,
+    timeouts: Timeouts,
+    /// The first error; the group is unusable after it.
+    failed: Option<String>,
+}
+
+impl TcpCollective {
+    /// Rendezvous at `env`'s master and build the group.
+    pub fn connect(env: &DistEnv, timeouts: Timeouts) -> Result<TcpCollective, DistError> {
+        let rv = rendezvous(env, || Ok(Vec::new()), timeouts.rendezvous)?;
+        Self::from_rendezvous(env.rank, env.world_size, rv, timeouts)
+    }
+
+    /// Build the group on connections a rendezvous already made.
+    pub fn from_rendezvous(
+        rank: usize,
+        world_size: usize,
+        rv: Rendezvous,
+        timeouts: Timeouts,
+    ) -> Result<TcpCollective, DistError> {
+        let links = if world_size > 1 {
+            Some(Links::new(rv.streams, timeouts)?)
+        } else {
+            None
+        };
+        Ok(TcpCollective {
+            rank,
+            world_size,
+            links,
+            seq: 0,
+            timeouts,
+            failed: None,
+        })
+    }
+
+    /// Run one collective step; on error, tell every peer and poison the group.
+    fn guarded<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, DistError>,
+    ) -> Result<T, DistError> {
+        if let Some(reason) = &self.failed {
+            return Err(DistError::Poisoned(reason.clone()));
+        }
+        let out = f(self);
+        if let Err(e) = &out {
+            let reason = format!("rank {}: {e}", self.rank);
+            if let Some(links) = &self.links {
+                links.abort_all(&reason);
+            }
+            self.failed = Some(e.to_string());
+        }
+        out
+    }
+
+    /// Without blocking: an error if a peer died, aborted or fell silent (used by NCCL while its
+    /// kernels run).
+    pub fn poll_failure(&mut self, op: &str) -> Result<(), DistError> {
+        if let Some(reason) = &self.failed {
+            return Err(DistError::Poisoned(reason.clone()));
+        }
+        let Some(links) = self.links.as_mut() else {
+            return Ok(());
+        };
+        let out = links.poll_failure(op);
+        if let Err(e) = &out {
+            links.abort_all(&format!("rank {}: {e}", self.rank));
+            self.failed = Some(e.to_string());
+        }
+        out
+    }
+
+    /// Close the links abruptly, as if this process had crashed. For failure tests.
+    #[doc(hidden)]
+    pub fn sever(&mut self) {
+        if let Some(links) = self.links.as_mut() {
+            links.sever();
+        }
+        self.failed = Some("severed".into());
+    }
+
+    /// Mark the group failed for a reason found outside it (an NCCL error) and tell the peers.
+    pub fn fail(&mut self, reason: &str) {
+        if let Some(links) = &self.links {
+            links.abort_all(&format!("rank {}: {reason}", self.rank));
+        }
+        self.failed.get_or_insert_with(|| reason.to_string());
+    }
+
+    fn next(&mut self, name: &str) -> (u64, String, Instant) {
+        self.seq += 1;
+        (
+            self.seq,
+            format!("{name} #{}", self.seq),
+            Instant::now() + self.timeouts.collective,
+        )
+    }
+
+    /// Receive the frame of collective `seq` from `from` (any peer when `None`), checking its kind
+    /// and length.
+    fn expect(
+        links: &mut Links,
+        from: Option<usize>,
+        kind: Frame,
+        seq: u64,
+        len: usize,
+        op: &str,
+        deadline: Instant,
+    ) -> Result<(usize, Vec<u8>), DistError> {
+        let (rank, header, payload) = links.recv(op, deadline)?;
+        let mismatch = |reason: String| DistError::Mismatch {
+            rank,
+            op: op.into(),
+            reason,
+        };
+        if from.is_some_and(|f| f != rank) {
+            return Err(mismatch(format!(
+                "sent {:?} #{} before rank {} was heard",
+                header.kind,
+                header.seq,
+                from.unwrap_or_default()
+            )));
+        }
+        if header.kind != kind || header.seq != seq {
+            return Err(mismatch(format!(
+                "it is in {:?} #{}, this rank expected {kind:?} #{seq} (ranks called different \
+                 collectives)",
+                header.kind, header.seq
+            )));
+        }
+        if payload.len() != len {
+            return Err(mismatch(format!(
+                "it has {} bytes, this rank has {len} (tensor sizes differ)",
+                payload.len()
+            )));
+        }
+        Ok((rank, payload))
+    }
+
+    fn all_reduce_one(&mut self, index: usize, t: &mut Tensor) -> Result<(), DistError> {
+        let (seq, op, deadline) = self.next("all_reduce");
+        let op = format!("{op} (tensor {index}, {} floats)", t.numel());
+        let bytes = tensor_bytes(t, &op)?;
+        let (rank, world) = (self.rank, self.world_size);
+        let links = self.links.as_mut().expect("world_size > 1 has links");
+        let result = if rank == 0 {
+            let mut parts: Vec<Option<Vec<u8>>> = vec![None; world];
+            for _ in 1..world {
+                let (from, payload) =
+                    Self::expect(links, None, Frame::Reduce, seq, bytes.len(), &op, deadline)?;
+                if parts[from].replace(payload).is_some() {
+                    return Err(DistError::Mismatch {
+                        rank: from,
+                        op,
+                        reason: "contributed twice".into(),
+                    });
+                }
+            }
+            // Sum in rank order so the result does not depend on who arrived first.
+            let mut acc = vec![0f64; bytes.len() / 4];
+            wire::accumulate(&mut acc, &bytes);
+            for part in parts.iter().skip(1).flatten() {
+                wire::accumulate(&mut acc, part);
+            }
+            let n = world as f64;
+            let mean: Vec<f32> = acc.iter().map(|s| (s / n) as f32).collect();
+            let out = wire::f32_to_bytes(&mean);
+            for peer in 1..world {
+                links.send(peer, Frame::Result, seq, &out, &op)?;
+            }
+            out
+        } else {
+            links.send(0, Frame::Reduce, seq, &bytes, &op)?;
+            Self::expect(
+                links,
+                Some(0),
+                Frame::Result,
+                seq,
+                bytes.len(),
+                &op,
+                deadline,
+            )?
+            .1
+        };
+        write_bytes(t, &result, &op)
+    }
+
+    fn broadcast_all(&mut self, tensors: &mut [Tensor], root: usize) -> Result<(), DistError> {
+        let (seq, op, deadline) = self.next("broadcast");
+        let op = format!("{op} (root {root}, {} tensors)", tensors.len());
+        let mut bytes = Vec::new();
+        let mut lens = Vec::with_capacity(tensors.len());
+        for t in tensors.iter() {
+            let b = tensor_bytes(t, &op)?;
+            lens.push(b.len());
+            bytes.extend_from_slice(&b);
+        }
+        let (rank, world) = (self.rank, self.world_size);
+        let links = self.links.as_mut().expect("world_size > 1 has links");
+        let data = if rank == root {
+            if rank == 0 {
+                for peer in 1..world {
+                    links.send(peer, Frame::Broadcast, seq, &bytes, &op)?;
+                }
+            } else {
+                links.send(0, Frame::Broadcast, seq, &bytes, &op)?;
+            }
+            return Ok(());
+        } else if rank == 0 {
+            let (_, data) = Self::expect(
+                links,
+                Some(root),
+                Frame::Broadcast,
+                seq,
+                bytes.len(),
+                &op,
+                deadline,
+            )?;
+            for peer in (1..world).filter(|&p| p != root) {
+                links.send(peer, Frame::Broadcast, seq, &data, &op)?;
+            }
+            data
+        } else {
+            Self::expect(
+                links,
+                Some(0),
+                Frame::Broadcast,
+                seq,
+                bytes.len(),
+                &op,
+                deadline,
+            )?
+            .1
+        };
+        let mut offset = 0;
+        for (t, len) in tensors.iter_mut().zip(lens) {
+            write_bytes(t, &data[offset..offset + len], &op)?;
+            offset += len;
+        }
+        Ok(())
+    }
+
+    fn barrier_all(&mut self) -> Result<(), DistError> {
+        let (seq, op, deadline) = self.next("barrier");
+        let world = self.world_size;
+        let links = self.links.as_mut().expect("world_size > 1 has links");
+        if self.rank == 0 {
+            for _ in 1..world {
+                Self::expect(links, None, Frame::Barrier, seq, 0, &op, deadline)?;
+            }
+            for peer in 1..world {
+                links.send(peer, Frame::Barrier, seq, &[], &op)?;
+            }
+        } else {
+            links.send(0, Frame::Barrier, seq, &[], &op)?;
+            Self::expect(links, Some(0), Frame::Barrier, seq, 0, &op, deadline)?;
+        }
+        Ok(())
+    }
+}
+
+impl Collective for TcpCollective {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world_size(&self) -> usize {
+        self.world_size
+    }
+
+    fn all_reduce_mean(&mut self, tensors: &mut [Tensor]) -> Result<(), DistError> {
+        check_f32("all_reduce_mean", tensors)?;
+        if self.world_size == 1 {
+            return Ok(());
+        }
+        self.guarded(|me| {
+            for (i, t) in tensors.iter_mut().enumerate() {
+                me.all_reduce_one(i, t)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn broadcast_(&mut self, tensors: &mut [Tensor], root: usize) -> Result<(), DistError> {
+        if root >= self.world_size {
+            return Err(DistError::Mismatch {
+                rank: self.rank,
+                op: "broadcast".into(),
+                reason: format!(
+                    "root {root} is not a rank of a world of {}",
+                    self.world_size
+                ),
+            });
+        }
+        if self.world_size == 1 {
+            return Ok(());
+        }
+        self.guarded(|me| me.broadcast_all(tensors, root))
+    }
+
+    fn barrier(&mut self) -> Result<(), DistError> {
+        if self.world_size == 1 {
+            return Ok(());
+        }
+        self.guarded(Self::barrier_all)
+    }
+
+    fn backend(&self) -> &'static str {
+        "tcp"
+    }
+}
+
+/// A tensor's elements as bytes in native (little-endian on every supported host) order, from any
+/// device and layout.
+pub(crate) fn tensor_bytes(t: &Tensor, op: &str) -> Result<Vec<u8>, DistError> {
+    let kind = t
+        .f_kind()
+        .map_err(|e| DistError::torch(format!("{op}: tensor kind"), e))?;
+    let numel = t.numel();
+    let mut out = vec![0u8; numel * kind.elt_size_in_bytes()];
+    if numel > 0 {
+        t.f_copy_data_u8(&mut out, numel)
+            .map_err(|e| DistError::torch(format!("{op}: reading tensor data"), e))?;
+    }
+    Ok(out)
+}
+
+/// Overwrite `t` in place (whatever its device) with `bytes` of its own kind and shape.
+pub(crate) fn write_bytes(t: &mut Tensor, bytes: &[u8], op: &str) -> Result<(), DistError> {
+    if t.numel() == 0 {
+        return Ok(());
+    }
+    let kind: Kind = t
+        .f_kind()
+        .map_err(|e| DistError::torch(format!("{op}: tensor kind"), e))?;
+    let src = Tensor::f_from_data_size(bytes, &t.size(), kind)
+        .map_err(|e| DistError::torch(format!("{op}: building the result tensor"), e))?;
+    let src = if t.device() == Device::Cpu {
+        src
+    } else {
+        src.to_device(t.device())
+    };
+    // In place on what may be a leaf that requires grad: this is a data update, not autograd.
+    tch::no_grad(|| t.f_copy_(&src))
+        .map_err(|e| DistError::torch(format!("{op}: writing the result"), e))
+}
