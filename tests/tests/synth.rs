@@ -7,7 +7,7 @@ use std::process::Command;
 
 use d2ae_tests::{cmd, python, run_ok};
 
-fn synth(out: &Path, seed: u64) -> Command {
+fn synth(out: &Path, seed: u64, workers: u32) -> Command {
     let mut c = cmd("d2ae-ingest");
     c.arg("synth")
         .arg("--out")
@@ -27,7 +27,7 @@ fn synth(out: &Path, seed: u64) -> Command {
             "--seed",
             &seed.to_string(),
             "--workers",
-            "2",
+            &workers.to_string(),
         ]);
     c
 }
@@ -54,15 +54,15 @@ fn synth_cli_is_deterministic_and_writes_the_celeba_layout() {
         tmp.path().join("b"),
         tmp.path().join("c"),
     );
-    let out = run_ok(&mut synth(&a, 4));
+    let out = run_ok(&mut synth(&a, 4, 2));
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
         summary.contains("180 images of 30 identities (10 held out)")
             && summary.contains("100 train, 20 val, 60 test"),
         "{summary}"
     );
-    run_ok(synth(&b, 4).args(["--workers", "1"]));
-    run_ok(&mut synth(&c, 5));
+    run_ok(&mut synth(&b, 4, 1));
+    run_ok(&mut synth(&c, 5, 2));
     let (fa, fb, fc) = (files(&a), files(&b), files(&c));
     assert_eq!(fa.len(), 180 + 8);
     assert!(fa == fb, "same seed, different bytes");
@@ -101,7 +101,7 @@ fn synth_cli_is_deterministic_and_writes_the_celeba_layout() {
     );
 
     // An existing dataset is never silently mixed with a new one.
-    let refused = synth(&a, 4).output().unwrap();
+    let refused = synth(&a, 4, 2).output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--overwrite"));
 }
@@ -153,7 +153,7 @@ fn synth_dataset_ingests_with_labels_factors_and_aligned_landmarks() {
     let tmp = tempfile::tempdir().unwrap();
     let raw = tmp.path().join("raw");
     let shards = tmp.path().join("shards");
-    run_ok(&mut synth(&raw, 8));
+    run_ok(&mut synth(&raw, 8, 2));
     run_ok(
         cmd("d2ae-ingest")
             .arg(&raw)
