@@ -1,1 +1,28 @@
-//! placeholder
+//! d2ae-eval: scoring and inspecting trained D²AE checkpoints (section 4.3 of the paper).
+//!
+//! One module per subcommand, in the order an evaluation runs:
+//! - [`extract`]: checkpoint × dataset → a feature file ([`features`] is its format);
+//! - [`verify`]: LFW-protocol face verification with f_T, f_P and f_C (Table 1);
+//! - [`attributes`]: per-attribute linear SVMs (Table 1, Figure 5a) and the share of continuous
+//!   factors each feature explains ([`regress`]);
+//! - [`edit`]: attribute editing, identity swap and interpolation grids (Figures 1a, 9, 10);
+//! - [`analyze`]: Gaussianity of the feature channels and t-SNE maps (Figures 1b, 4, 7, 8);
+//! - [`report`]: one Markdown + JSON report of a trained run;
+//! - [`bench`]: extraction throughput.
+//!
+//! The metric computations themselves live in the libtorch-free `d2ae-metrics` crate; this crate
+//! runs the model and wires data, metrics and files together. The command modules return
+//! `anyhow` errors because they are the binary's logic (kept here so tests call them directly);
+//! the reusable pieces ([`features`], [`grid`], [`regress`]) have typed errors.
+
+pub mod analyze;
+pub mod attributes;
+pub mod bench;
+pub mod edit;
+pub mod extract;
+pub mod features;
+pub mod grid;
+pub mod model_io;
+pub mod regress;
+pub mod report;
+pub mod verify;

@@ -1,0 +1,287 @@
+//! `d2ae-eval verify`: face verification under the LFW protocol with f_T, f_P and f_C side by
+//! side (the verification columns of the paper's Table 1).
+//!
+//! Pairs resolve to feature rows through `d2ae-metrics`' lookup (LFW `name i` sides by identity
+//! name and file name, CSV sides by key or source path); the scores are cosine similarities and
+//! the protocol is LFW's 10-fold threshold cross-validation, with TPR at FPR = 1e-3, AUC and EER.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use d2ae_metrics::pairs::{
+    MissingPolicy, PairFormat, PairList, ResolvedPairs, SampleLookup, SampleRef,
+};
+use d2ae_metrics::plot::{roc_chart, ChartSize, Series};
+use d2ae_metrics::table::{percent, percent_pm, Table};
+use d2ae_metrics::verify::{cosine_scores, lfw_protocol, VerificationReport, PAPER_FPR};
+use serde::Serialize;
+
+use crate::features::{FeatureChoice, FeatureKind, FeatureSet};
+
+/// `d2ae-eval verify`
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Feature file written by `d2ae-eval extract`.
+    #[arg(long)]
+    pub features: PathBuf,
+    /// Pair list: LFW `pairs.txt` (View 2) or View 1 files, or a `.csv` of `a,b,label[,fold]`
+    /// where a side is a sample key or source path.
+    #[arg(long)]
+    pub pairs: PathBuf,
+    /// Which features to score: t (f_T), p (f_P), c (f_C = [f_T, f_P]) or all.
+    #[arg(long, value_enum, default_value_t = FeatureChoice::All)]
+    pub feature: FeatureChoice,
+    /// Drop pairs that name samples missing from the features (counted in the output) instead
+    /// of failing with the list of them.
+    #[arg(long)]
+    pub skip_missing: bool,
+    /// Write the ROC curves of the scored features to this PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Print the full result (folds, ROC points) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One feature's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureVerification {
+    pub feature: FeatureKind,
+    pub name: &'static str,
+    /// TPR at the paper's FPR = 1e-3.
+    pub tpr_at_1e3: Option<f64>,
+    pub report: VerificationReport,
+}
+
+/// Everything `verify` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyOutput {
+    pub features: String,
+    pub pairs_file: String,
+    pub pairs_format: PairFormat,
+    pub pairs_total: usize,
+    /// Pairs scored (total minus skipped).
+    pub pairs_used: usize,
+    pub skipped: usize,
+    pub missing: Vec<String>,
+    pub ambiguous: Vec<String>,
+    pub results: Vec<FeatureVerification>,
+    pub plot: Option<String>,
+}
+
+/// Resolve `pairs` against `set` and run the protocol for each kind.
+pub fn verify(
+    set: &FeatureSet,
+    features_path: &Path,
+    pairs_path: &Path,
+    kinds: &[FeatureKind],
+    policy: MissingPolicy,
+) -> Result<VerifyOutput> {
+    let list = PairList::read(pairs_path)?;
+    let lookup = SampleLookup::new((0..set.rows()).map(|i| SampleRef {
+        key: &set.meta.keys[i],
+        identity_name: &set.meta.identity_names[i],
+        source: &set.meta.sources[i],
+    }));
+    let resolved: ResolvedPairs = lookup.resolve(&list, policy).with_context(|| {
+        format!(
+            "resolving {} against {}",
+            pairs_path.display(),
+            features_path.display()
+        )
+    })?;
+    if resolved.rows.is_empty() {
+        bail!(
+            "none of the {} pairs in {} could be resolved",
+            list.pairs.len(),
+            pairs_path.display()
+        );
+    }
+    let mut results = Vec::new();
+    for &kind in kinds {
+        let (buf, cols) = set.features(kind)?;
+        let scores = cosine_scores(FeatureSet::matrix(&buf, cols), &resolved.rows)
+            .with_context(|| format!("scoring pairs with {}", kind.label()))?;
+        let report = lfw_protocol(&scores, &resolved.same, &resolved.fold, &[PAPER_FPR])
+            .with_context(|| format!("LFW protocol on {}", kind.label()))?;
+        results.push(FeatureVerification {
+            feature: kind,
+            name: kind.paper_name(),
+            tpr_at_1e3: report.tpr_at(PAPER_FPR),
+            report,
+        });
+    }
+    Ok(VerifyOutput {
+        features: features_path.display().to_string(),
+        pairs_file: pairs_path.display().to_string(),
+        pairs_format: list.format,
+        pairs_total: list.pairs.len(),
+        pairs_used: resolved.rows.len(),
+        skipped: resolved.skipped,
+        missing: resolved.missing,
+        ambiguous: resolved.ambiguous,
+        results,
+        plot: None,
+    })
+}
+
+/// The ROC curves of the results on one chart (log FPR when there are enough different pairs
+/// to reach 1e-3).
+pub fn plot_roc(out: &VerifyOutput, path: &Path) -> Result<()> {
+    let curves: Vec<Series> = out
+        .results
+        .iter()
+        .map(|r| Series {
+            name: format!("{} (AUC {:.3})", r.name, r.report.auc),
+            points: r.report.roc.iter().map(|p| (p.fpr, p.tpr)).collect(),
+        })
+        .collect();
+    let different = out
+        .results
+        .first()
+        .map_or(0, |r| r.report.pairs - r.report.same_pairs);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    roc_chart(
+        path,
+        &format!("ROC, {} pairs", out.pairs_used),
+        &curves,
+        different >= 1000,
+        ChartSize::default(),
+    )?;
+    Ok(())
+}
+
+/// The Table 1 verification columns for people.
+pub fn table(out: &VerifyOutput) -> Table {
+    let mut t = Table::new([
+        "feature",
+        "accuracy %",
+        "TPR@FPR=1e-3 %",
+        "AUC",
+        "EER %",
+        "pairs",
+    ]);
+    for r in &out.results {
+        t.row([
+            r.name.to_owned(),
+            percent_pm(r.report.accuracy_mean, r.report.accuracy_std),
+            r.tpr_at_1e3.map_or("–".into(), percent),
+            format!("{:.4}", r.report.auc),
+            percent(r.report.eer),
+            r.report.pairs.to_string(),
+        ]);
+    }
+    t
+}
+
+/// Run `verify`.
+pub fn run(args: &VerifyArgs) -> Result<()> {
+    let set = FeatureSet::read(&args.features)?;
+    let kinds = args.feature.kinds(&set);
+    let policy = if args.skip_missing {
+        MissingPolicy::Skip
+    } else {
+        MissingPolicy::Error
+    };
+    let mut out = verify(&set, &args.features, &args.pairs, &kinds, policy)?;
+    if let Some(p) = &args.plot {
+        plot_roc(&out, p)?;
+        out.plot = Some(p.display().to_string());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let protocol = out
+        .results
+        .first()
+        .map(|r| format!("{:?}", r.report.protocol))
+        .unwrap_or_default();
+    println!(
+        "{} pairs from {} ({:?}), threshold protocol {protocol}",
+        out.pairs_used, out.pairs_file, out.pairs_format
+    );
+    if out.skipped > 0 {
+        println!(
+            "skipped {} pairs naming {} missing samples: {}",
+            out.skipped,
+            out.missing.len(),
+            out.missing.join(", ")
+        );
+    }
+    if !out.ambiguous.is_empty() {
+        println!(
+            "{} sides matched several samples (the first was used): {}",
+            out.ambiguous.len(),
+            out.ambiguous.join(", ")
+        );
+    }
+    print!("{}", table(&out));
+    if let Some(p) = &out.plot {
+        println!("ROC curves → {p}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::tests::toy_set;
+
+    #[test]
+    fn csv_pairs_by_key_score_and_missing_ones_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut set = toy_set(8, 2);
+        // Identity 0 along +x, identity 1 along +y; f_P is the same for everyone.
+        for i in 0..8 {
+            set.f_t[2 * i] = if i % 2 == 0 { 1.0 } else { 0.1 };
+            set.f_t[2 * i + 1] = if i % 2 == 0 { 0.1 } else { 1.0 };
+        }
+        let pairs = dir.path().join("pairs.csv");
+        std::fs::write(
+            &pairs,
+            "a,b,label,fold\nk0,k2,1,0\nk1,k3,1,0\nk0,k1,0,0\nk2,k3,0,0\n\
+             k4,k6,1,1\nk5,k7,1,1\nk4,k5,0,1\nk6,k7,0,1\n",
+        )
+        .unwrap();
+        let out = verify(
+            &set,
+            Path::new("f"),
+            &pairs,
+            &[FeatureKind::T],
+            MissingPolicy::Error,
+        )
+        .unwrap();
+        let r = &out.results[0].report;
+        assert_eq!((out.pairs_used, r.pairs, r.same_pairs), (8, 8, 4));
+        assert_eq!(r.accuracy_mean, 1.0);
+        assert_eq!(r.auc, 1.0);
+
+        std::fs::write(&pairs, "k0,k2,1\nk0,nope,0\nmissing/x.jpg,k1,0\n").unwrap();
+        let err = verify(
+            &set,
+            Path::new("f"),
+            &pairs,
+            &[FeatureKind::T],
+            MissingPolicy::Error,
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("nope") && msg.contains("missing/x.jpg"),
+            "{msg}"
+        );
+        let out = verify(
+            &set,
+            Path::new("f"),
+            &pairs,
+            &[FeatureKind::T],
+            MissingPolicy::Skip,
+        );
+        // One pair left: a single class cannot be scored, and the error says so.
+        assert!(format!("{:#}", out.unwrap_err()).contains("at least one same and one different"));
+    }
+}
