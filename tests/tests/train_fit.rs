@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use d2ae_tests::{cmd, run_ok, shared_data, S3Server};
+use d2ae_tests::{cmd, run_ok, run_python, shared_data, S3Server};
 use serde_json::Value;
 
 /// The CelebA mini set (5 identities × 4 photos), detected and aligned by d2ae-ingest: made once
@@ -62,7 +62,15 @@ fn small_preset_learns_on_real_photos() {
     let out = run_ok(&mut fit(
         &data,
         run.path().to_str().unwrap(),
-        &["--steps", "40", "--checkpoint-every", "20", "--lr", "0.02", "--json"],
+        &[
+            "--steps",
+            "40",
+            "--checkpoint-every",
+            "20",
+            "--lr",
+            "0.02",
+            "--json",
+        ],
     ));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["steps"], 40);
@@ -70,7 +78,15 @@ fn small_preset_learns_on_real_photos() {
     assert_eq!(m.len(), 40);
     let steps: Vec<u64> = m.iter().map(|r| r["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, (1..=40).collect::<Vec<_>>());
-    for key in ["loss", "l_t", "l_adv", "l_h", "l_x", "l_x_aug", "data_wait_ms"] {
+    for key in [
+        "loss",
+        "l_t",
+        "l_adv",
+        "l_h",
+        "l_x",
+        "l_x_aug",
+        "data_wait_ms",
+    ] {
         assert!(m[0][key].is_number(), "{key} missing in {}", m[0]);
     }
     let series = |k: &str| -> Vec<f64> { m.iter().map(|r| r[k].as_f64().unwrap()).collect() };
@@ -88,7 +104,10 @@ fn small_preset_learns_on_real_photos() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert!(ckpts.contains(&"step-00000040.safetensors".to_string()), "{ckpts:?}");
+    assert!(
+        ckpts.contains(&"step-00000040.safetensors".to_string()),
+        "{ckpts:?}"
+    );
     let config: Value =
         serde_json::from_slice(&std::fs::read(run.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(config["train"]["preset"], "small");
@@ -122,7 +141,11 @@ fn killed_run_resumes_to_the_same_losses() {
     // SIGKILL: no chance to clean up.
     child.kill().unwrap();
     child.wait().unwrap();
-    run_ok(&mut fit(&data, &broken_dir, &[&args[..], &["--resume"]].concat()));
+    run_ok(&mut fit(
+        &data,
+        &broken_dir,
+        &[&args[..], &["--resume"]].concat(),
+    ));
 
     let (a, b) = (metrics(whole.path()), metrics(broken.path()));
     assert_eq!(a.len(), 12);
@@ -156,7 +179,15 @@ fn trains_from_and_checkpoints_to_the_local_s3_server() {
     let out = run_ok(&mut fit(
         &data_url,
         &run_url,
-        &["--steps", "6", "--checkpoint-every", "3", "--endpoint", &s3.endpoint, "--json"],
+        &[
+            "--steps",
+            "6",
+            "--checkpoint-every",
+            "3",
+            "--endpoint",
+            &s3.endpoint,
+            "--json",
+        ],
     ));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["steps"], 6);
@@ -168,17 +199,37 @@ fn trains_from_and_checkpoints_to_the_local_s3_server() {
     let out = run_ok(&mut fit(
         &data_url,
         &run_url,
-        &["--steps", "8", "--checkpoint-every", "3", "--endpoint", &s3.endpoint, "--json", "--resume"],
+        &[
+            "--steps",
+            "8",
+            "--checkpoint-every",
+            "3",
+            "--endpoint",
+            &s3.endpoint,
+            "--json",
+            "--resume",
+        ],
     ));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["resumed_from"], 6);
     assert_eq!(summary["steps"], 8);
     // The bucket holds the logs with one line per step.
-    let listing = run_ok(Command::new("curl").args([
-        "-fsS",
-        &format!("{}/{bucket}/runs/r1/metrics.jsonl", s3.endpoint),
-    ]));
-    assert_eq!(String::from_utf8_lossy(&listing.stdout).lines().count(), 8);
+    let got = run_python(
+        "import boto3, sys\n\
+         s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='testing',\n\
+             aws_secret_access_key='testing', region_name='us-east-1')\n\
+         body = s3.get_object(Bucket=sys.argv[2], Key='runs/r1/metrics.jsonl')['Body'].read()\n\
+         keys = [o['Key'] for o in s3.list_objects_v2(Bucket=sys.argv[2], Prefix='runs/r1/checkpoints/')['Contents']]\n\
+         print(len(body.splitlines()), ' '.join(keys))",
+        &[&s3.endpoint, &bucket],
+    );
+    let got = String::from_utf8_lossy(&got.stdout);
+    let (lines, keys) = got.trim().split_once(' ').unwrap();
+    assert_eq!(lines, "8", "{got}");
+    assert!(
+        keys.contains("runs/r1/checkpoints/step-00000008.safetensors"),
+        "{keys}"
+    );
 }
 
 #[test]
@@ -203,22 +254,53 @@ fn faults_are_reported_clearly() {
     let out = fit(
         &data,
         run.path().to_str().unwrap(),
-        &["--steps", "20", "--lr", "1e12", "--checkpoint-every", "1000"],
+        &[
+            "--steps",
+            "20",
+            "--lr",
+            "1e12",
+            "--checkpoint-every",
+            "1000",
+        ],
     )
     .output()
     .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not finite at step"), "{err}");
-    assert!(!run.path().join("checkpoints").exists()
-        || std::fs::read_dir(run.path().join("checkpoints")).unwrap().count() == 0);
+    assert!(
+        !run.path().join("checkpoints").exists()
+            || std::fs::read_dir(run.path().join("checkpoints"))
+                .unwrap()
+                .count()
+                == 0
+    );
 
     // Resuming with another preset is refused, naming both.
     let run = tempfile::tempdir().unwrap();
-    run_ok(&mut fit(&data, run.path().to_str().unwrap(), &["--steps", "2"]));
+    run_ok(&mut fit(
+        &data,
+        run.path().to_str().unwrap(),
+        &["--steps", "2"],
+    ));
     let out = cmd("d2ae-train")
-        .args(["fit", "--data", &data, "--out", run.path().to_str().unwrap()])
-        .args(["--preset", "paper", "--batch-size", "2", "--steps", "3", "--resume", "--no-progress"])
+        .args([
+            "fit",
+            "--data",
+            &data,
+            "--out",
+            run.path().to_str().unwrap(),
+        ])
+        .args([
+            "--preset",
+            "paper",
+            "--batch-size",
+            "2",
+            "--steps",
+            "3",
+            "--resume",
+            "--no-progress",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
