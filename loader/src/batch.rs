@@ -78,6 +78,9 @@ pub(crate) struct BatchSpec {
     pub num_factors: usize,
 }
 
+/// (epoch, batch, its slots so far; `None` for an unreadable sample).
+type OpenBatch = (u64, u64, Vec<Option<Box<DecodedSample>>>);
+
 /// The batch stage's thread body.
 pub(crate) fn batch_worker(
     spec: BatchSpec,
@@ -88,7 +91,7 @@ pub(crate) fn batch_worker(
     let _guard = StageGuard::new(&counters);
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next_seq = 0u64;
-    let mut open: Option<(u64, u64, Vec<Option<Box<DecodedSample>>>)> = None;
+    let mut open: Option<OpenBatch> = None;
     while let Ok(msg) = done.recv_blocking() {
         pending.insert(msg.seq, msg);
         while let Some(msg) = pending.remove(&next_seq) {

@@ -163,7 +163,7 @@ async fn stats(source: &Source, json: bool) -> Result<()> {
                     "samples": s.num_samples,
                     "shards": s.shards.len(),
                     "bytes": bytes,
-                    "bytes_per_sample": if s.num_samples > 0 { bytes / s.num_samples } else { 0 },
+                    "bytes_per_sample": bytes.checked_div(s.num_samples).unwrap_or(0),
                 }),
             )
         })

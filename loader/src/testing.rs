@@ -49,7 +49,7 @@ pub fn test_meta(i: usize, identities: u32, split: &str) -> SampleMeta {
         split: split.into(),
         landmarks: vec![],
         detector_score: None,
-        attributes: BTreeMap::from([("Even".to_owned(), i % 2 == 0)]),
+        attributes: BTreeMap::from([("Even".to_owned(), i.is_multiple_of(2))]),
         factors: BTreeMap::from([("index".to_owned(), i as f32)]),
     }
 }
