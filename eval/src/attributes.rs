@@ -87,13 +87,9 @@ pub fn plan_splits(set: &FeatureSet, train: &str, val: &str, test: &str) -> Resu
             ));
             test_rows = v;
         } else {
-            let (keep, held): (Vec<(usize, usize)>, Vec<(usize, usize)>) = train_rows
-                .iter()
-                .copied()
-                .enumerate()
-                .partition(|(i, _)| i % 4 != 3);
-            test_rows = held.into_iter().map(|(_, r)| r).collect();
-            train_rows = keep.into_iter().map(|(_, r)| r).collect();
+            let (keep, held) = every_kth(&train_rows, 4);
+            test_rows = held;
+            train_rows = keep;
             notes.push(format!(
                 "no {test:?} or {val:?} split: scoring on every fourth row of {train:?} ({} rows), training on the other {}",
                 test_rows.len(),
@@ -300,6 +296,19 @@ pub fn attributes(set: &FeatureSet, args: &AttributesArgs) -> Result<AttributesO
     })
 }
 
+/// `rows` split into (the rest, every `k`-th row): a deterministic hold-out.
+fn every_kth(rows: &[usize], k: usize) -> (Vec<usize>, Vec<usize>) {
+    let (mut rest, mut held) = (Vec::new(), Vec::new());
+    for (i, &r) in rows.iter().enumerate() {
+        if i % k == k - 1 {
+            held.push(r);
+        } else {
+            rest.push(r);
+        }
+    }
+    (rest, held)
+}
+
 /// Held-out R² of factor `f` regressed on the features `m`, over rows where it is known.
 fn fit_factor(set: &FeatureSet, m: &Matrix<'_>, f: usize, plan: &SplitPlan) -> Result<FactorFit> {
     let nf = set.meta.factor_names.len();
@@ -319,17 +328,7 @@ fn fit_factor(set: &FeatureSet, m: &Matrix<'_>, f: usize, plan: &SplitPlan) -> R
     // λ is chosen on the validation rows, else on every fifth training row (then fitted on the rest).
     let (fit_rows, select_rows) = match plan.val.as_ref().map(|v| known(v)) {
         Some(v) if !v.is_empty() => (train, v),
-        _ => {
-            let (a, b): (Vec<(usize, usize)>, Vec<(usize, usize)>) = train
-                .iter()
-                .copied()
-                .enumerate()
-                .partition(|(i, _)| i % 5 != 4);
-            (
-                a.into_iter().map(|(_, r)| r).collect(),
-                b.into_iter().map(|(_, r)| r).collect(),
-            )
-        }
+        _ => every_kth(&train, 5),
     };
     let cols = m.cols();
     let (fx, sx, tx) = (

@@ -281,7 +281,7 @@ pub fn edit(args: &EditArgs) -> Result<EditOutput> {
         EditMode::Swap | EditMode::Interpolate2d if args.keys.len() < 2 => {
             bail!("{:?} needs at least two --keys", args.mode)
         }
-        EditMode::Interpolate if args.keys.len() < 2 || args.keys.len() % 2 != 0 => {
+        EditMode::Interpolate if args.keys.len() < 2 || !args.keys.len().is_multiple_of(2) => {
             bail!(
                 "interpolate needs keys in pairs (A,B[,C,D...]), got {}",
                 args.keys.len()
