@@ -109,7 +109,7 @@ fn a_killed_process_makes_the_others_fail_within_seconds() {
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut statuses = vec![None; 3];
+    let mut statuses = [None; 3];
     while statuses.iter().any(Option::is_none) {
         assert!(
             Instant::now() < deadline,
@@ -133,6 +133,7 @@ fn a_killed_process_makes_the_others_fail_within_seconds() {
         let text = std::fs::read_to_string(dir.path().join(format!("rank{rank}.txt"))).unwrap();
         let (ms, msg) = text.split_once('\t').unwrap();
         let ms: u64 = ms.parse().unwrap();
+        println!("rank {rank} failed after {ms} ms: {msg}");
         assert!(ms < 30_000, "rank {rank} needed {ms} ms to notice");
         if rank == 0 {
             assert!(msg.starts_with("rank 1 lost during all_reduce #2"), "{msg}");

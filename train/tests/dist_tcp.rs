@@ -250,7 +250,7 @@ fn different_collectives_or_sizes_are_errors_on_both_sides() {
             .to_string()
     });
     assert!(
-        got[0].contains("it has 20 bytes, this rank has 16 (tensor sizes differ)"),
+        got[0].contains("it has 20 bytes in chunk 0, this rank has 16 (tensor sizes differ)"),
         "{}",
         got[0]
     );

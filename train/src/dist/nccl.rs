@@ -126,13 +126,9 @@ impl NcclLib {
                 return Err(dl_error());
             }
             macro_rules! sym {
-                ($name:literal) => {{
-                    let p = libc::dlsym(handle, concat!($name, "\0").as_ptr() as *const c_char);
-                    if p.is_null() {
-                        return Err(format!("missing symbol {}", $name));
-                    }
-                    std::mem::transmute::<*mut c_void, _>(p)
-                }};
+                ($name:literal) => {
+                    symbol(handle, concat!($name, "\0"))?
+                };
             }
             Ok(NcclLib {
                 path: path.to_owned(),
@@ -187,6 +183,20 @@ impl NcclLib {
             message,
         })
     }
+}
+
+/// Resolve `name` (NUL-terminated) in `handle` as a function pointer of type `F`.
+///
+/// # Safety
+/// `F` must be the C signature of that symbol.
+unsafe fn symbol<F: Copy>(handle: *mut c_void, name: &'static str) -> Result<F, String> {
+    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
+    let p = libc::dlsym(handle, name.as_ptr() as *const c_char);
+    if p.is_null() {
+        return Err(format!("missing symbol {}", name.trim_end_matches('\0')));
+    }
+    // SAFETY: a non-null symbol address reinterpreted as the caller's function pointer type.
+    Ok(std::mem::transmute_copy::<*mut c_void, F>(&p))
 }
 
 /// Shared libraries mapped into this process (`/proc/self/maps`; empty where that is unreadable).

@@ -8,13 +8,14 @@
 //! training), where rank 0's bandwidth is not the bottleneck and the star's fixed summation order
 //! is worth more than a ring's bandwidth; GPU runs use NCCL.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
 use super::link::Links;
 use super::rendezvous::{rendezvous, Rendezvous};
-use super::wire::{self, Kind as Frame};
+use super::wire::Kind as Frame;
 use super::{check_f32, Collective, DistEnv, DistError, Timeouts};
 
 /// A process group whose collectives run over TCP. Also the control plane of the NCCL backend.
@@ -164,50 +165,96 @@ impl TcpCollective {
 
     fn all_reduce_one(&mut self, index: usize, t: &mut Tensor) -> Result<(), DistError> {
         let (seq, op, deadline) = self.next("all_reduce");
-        let op = format!("{op} (tensor {index}, {} floats)", t.numel());
-        let bytes = tensor_bytes(t, &op)?;
+        let n = t.numel();
+        let op = format!("{op} (tensor {index}, {n} floats)");
+        let torch = |what: &str| {
+            let op = op.clone();
+            let what = what.to_string();
+            move |e: tch::TchError| DistError::torch(format!("{op}: {what}"), e)
+        };
+        let src = t
+            .f_to_device(Device::Cpu)
+            .and_then(|c| c.f_contiguous())
+            .and_then(|c| c.f_reshape([-1]))
+            .map_err(torch("flattening"))?;
+        let chunks = Chunks::new(n);
         let (rank, world) = (self.rank, self.world_size);
         let links = self.links.as_mut().expect("world_size > 1 has links");
-        let result = if rank == 0 {
-            let mut parts: Vec<Option<Vec<u8>>> = vec![None; world];
-            for _ in 1..world {
-                let (from, payload) =
-                    Self::expect(links, None, Frame::Reduce, seq, bytes.len(), &op, deadline)?;
-                if parts[from].replace(payload).is_some() {
-                    return Err(DistError::Mismatch {
+        let mut out = vec![0u8; n * 4];
+        if rank == 0 {
+            // Per peer, the chunks received but not reduced yet; chunk k is reduced as soon as
+            // every peer's chunk k is in, so sending results overlaps with receiving.
+            let mut pending: Vec<VecDeque<Vec<u8>>> = vec![VecDeque::new(); world];
+            for k in 0..chunks.count {
+                while pending.iter().skip(1).any(VecDeque::is_empty) {
+                    let (from, header, payload) = links.recv(&op, deadline)?;
+                    let idx = k + pending[from].len();
+                    let want = chunks.bytes(idx);
+                    let mismatch = |reason: String| DistError::Mismatch {
                         rank: from,
-                        op,
-                        reason: "contributed twice".into(),
-                    });
+                        op: op.clone(),
+                        reason,
+                    };
+                    if header.kind != Frame::Reduce || header.seq != seq {
+                        return Err(mismatch(format!(
+                            "it is in {:?} #{}, this rank expected {:?} #{seq} (ranks called \
+                             different collectives)",
+                            header.kind,
+                            header.seq,
+                            Frame::Reduce
+                        )));
+                    }
+                    if idx >= chunks.count || payload.len() != want {
+                        return Err(mismatch(format!(
+                            "it has {} bytes in chunk {idx}, this rank has {} (tensor sizes differ)",
+                            payload.len(),
+                            if idx < chunks.count { want } else { 0 }
+                        )));
+                    }
+                    pending[from].push_back(payload);
+                }
+                let (off, len) = chunks.range(k);
+                // f64 sum in rank order, one division, one rounding: deterministic and the same
+                // on every rank.
+                let mut acc = src
+                    .f_narrow(0, off as i64, len as i64)
+                    .and_then(|c| c.f_to_kind(Kind::Double))
+                    .map_err(torch("reducing"))?;
+                for queue in pending.iter_mut().skip(1) {
+                    let part = queue.pop_front().expect("every peer has chunk k");
+                    let part = Tensor::f_from_data_size(&part, &[len as i64], Kind::Float)
+                        .map_err(torch("reducing"))?;
+                    let _sum = acc.f_add_(&part).map_err(torch("reducing"))?;
+                }
+                let mean = acc
+                    .f_div_scalar(world as f64)
+                    .and_then(|m| m.f_to_kind(Kind::Float))
+                    .map_err(torch("reducing"))?;
+                let dst = &mut out[off * 4..(off + len) * 4];
+                if len > 0 {
+                    mean.f_copy_data_u8(dst, len).map_err(torch("reducing"))?;
+                }
+                for peer in 1..world {
+                    links.send(peer, Frame::Result, seq, dst, &op)?;
                 }
             }
-            // Sum in rank order so the result does not depend on who arrived first.
-            let mut acc = vec![0f64; bytes.len() / 4];
-            wire::accumulate(&mut acc, &bytes);
-            for part in parts.iter().skip(1).flatten() {
-                wire::accumulate(&mut acc, part);
-            }
-            let n = world as f64;
-            let mean: Vec<f32> = acc.iter().map(|s| (s / n) as f32).collect();
-            let out = wire::f32_to_bytes(&mean);
-            for peer in 1..world {
-                links.send(peer, Frame::Result, seq, &out, &op)?;
-            }
-            out
         } else {
-            links.send(0, Frame::Reduce, seq, &bytes, &op)?;
-            Self::expect(
-                links,
-                Some(0),
-                Frame::Result,
-                seq,
-                bytes.len(),
-                &op,
-                deadline,
-            )?
-            .1
-        };
-        write_bytes(t, &result, &op)
+            for k in 0..chunks.count {
+                let (off, len) = chunks.range(k);
+                let part = src
+                    .f_narrow(0, off as i64, len as i64)
+                    .map_err(torch("sending"))?;
+                let bytes = tensor_bytes(&part, &op)?;
+                links.send(0, Frame::Reduce, seq, &bytes, &op)?;
+            }
+            for k in 0..chunks.count {
+                let (off, len) = chunks.range(k);
+                let (_, payload) =
+                    Self::expect(links, Some(0), Frame::Result, seq, len * 4, &op, deadline)?;
+                out[off * 4..(off + len) * 4].copy_from_slice(&payload);
+            }
+        }
+        write_bytes(t, &out, &op)
     }
 
     fn broadcast_all(&mut self, tensors: &mut [Tensor], root: usize) -> Result<(), DistError> {
@@ -332,6 +379,38 @@ impl Collective for TcpCollective {
 
     fn backend(&self) -> &'static str {
         "tcp"
+    }
+}
+
+/// An all-reduce travels in chunks of this many bytes, so rank 0 reduces and returns chunk k
+/// while chunk k+1 is still arriving.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// How a tensor of `n` f32 values splits into chunks (always at least one, possibly empty).
+struct Chunks {
+    n: usize,
+    per: usize,
+    count: usize,
+}
+
+impl Chunks {
+    fn new(n: usize) -> Chunks {
+        let per = CHUNK_BYTES / 4;
+        Chunks {
+            n,
+            per,
+            count: n.div_ceil(per).max(1),
+        }
+    }
+
+    /// `(first element, element count)` of chunk `k`.
+    fn range(&self, k: usize) -> (usize, usize) {
+        let off = (k * self.per).min(self.n);
+        (off, self.per.min(self.n - off))
+    }
+
+    fn bytes(&self, k: usize) -> usize {
+        self.range(k).1 * 4
     }
 }
 

@@ -127,22 +127,6 @@ pub fn read_header(r: &mut impl Read) -> io::Result<Option<Header>> {
     Header::decode(&b).map(Some)
 }
 
-/// f32 values as little-endian bytes.
-pub fn f32_to_bytes(v: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out
-}
-
-/// Add little-endian f32 bytes into an f64 accumulator.
-pub fn accumulate(acc: &mut [f64], bytes: &[u8]) {
-    for (a, c) in acc.iter_mut().zip(bytes.chunks_exact(4)) {
-        *a += f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,18 +187,5 @@ mod tests {
             read_header(&mut r).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof
         );
-    }
-
-    #[test]
-    fn f32_bytes_accumulate_exactly() {
-        let a = [1.5f32, -2.25, 3e-8];
-        let b = [0.5f32, 0.25, 1e-8];
-        let mut acc = vec![0f64; 3];
-        accumulate(&mut acc, &f32_to_bytes(&a));
-        accumulate(&mut acc, &f32_to_bytes(&b));
-        assert_eq!(acc[0], 2.0);
-        assert_eq!(acc[1], -2.0);
-        assert_eq!(acc[2], 3e-8f32 as f64 + 1e-8f32 as f64);
-        assert_eq!(f32_to_bytes(&[1.0])[..], 1.0f32.to_le_bytes());
     }
 }
