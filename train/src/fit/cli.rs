@@ -56,7 +56,8 @@ impl FitArgs {
     }
 }
 
-/// Run `fit` from the command line; `Ok(None)` when this process only launched the ranks.
+/// Run `fit` from the command line; `Ok(None)` when this process only launched the ranks or is
+/// not rank 0.
 pub fn run(args: &FitArgs) -> Result<Option<FitSummary>> {
     let mut cfg = args.resolve()?;
     if dist::maybe_launch(args.nproc_per_node)? == LaunchOutcome::Done {
@@ -102,7 +103,8 @@ pub fn run(args: &FitArgs) -> Result<Option<FitSummary>> {
             progress,
         },
     )?;
-    Ok(Some(summary))
+    // Only rank 0 reports: the others' view is the same run.
+    Ok((env.rank == 0).then_some(summary))
 }
 
 /// Print the summary for people (stderr) or scripts (`--json`, stdout).
