@@ -180,7 +180,16 @@ impl TcpCollective {
         let chunks = Chunks::new(n);
         let (rank, world) = (self.rank, self.world_size);
         let links = self.links.as_mut().expect("world_size > 1 has links");
-        let mut out = vec![0u8; n * 4];
+        // Results go straight into `src`, which is `t` itself when `t` is a contiguous CPU tensor.
+        let store = |src: &Tensor, off: usize, len: usize, value: &Tensor| {
+            if len == 0 {
+                return Ok(());
+            }
+            tch::no_grad(|| {
+                src.f_narrow(0, off as i64, len as i64)
+                    .and_then(|mut dst| dst.f_copy_(value))
+            })
+        };
         if rank == 0 {
             // Per peer, the chunks received but not reduced yet; chunk k is reduced as soon as
             // every peer's chunk k is in, so sending results overlaps with receiving.
@@ -230,13 +239,15 @@ impl TcpCollective {
                     .f_div_scalar(world as f64)
                     .and_then(|m| m.f_to_kind(Kind::Float))
                     .map_err(torch("reducing"))?;
-                let dst = &mut out[off * 4..(off + len) * 4];
+                let mut bytes = vec![0u8; len * 4];
                 if len > 0 {
-                    mean.f_copy_data_u8(dst, len).map_err(torch("reducing"))?;
+                    mean.f_copy_data_u8(&mut bytes, len)
+                        .map_err(torch("reducing"))?;
                 }
                 for peer in 1..world {
-                    links.send(peer, Frame::Result, seq, dst, &op)?;
+                    links.send(peer, Frame::Result, seq, &bytes, &op)?;
                 }
+                store(&src, off, len, &mean).map_err(torch("storing the result"))?;
             }
         } else {
             for k in 0..chunks.count {
@@ -251,10 +262,18 @@ impl TcpCollective {
                 let (off, len) = chunks.range(k);
                 let (_, payload) =
                     Self::expect(links, Some(0), Frame::Result, seq, len * 4, &op, deadline)?;
-                out[off * 4..(off + len) * 4].copy_from_slice(&payload);
+                if len > 0 {
+                    let value = Tensor::f_from_data_size(&payload, &[len as i64], Kind::Float)
+                        .map_err(torch("storing the result"))?;
+                    store(&src, off, len, &value).map_err(torch("storing the result"))?;
+                }
             }
         }
-        write_bytes(t, &out, &op)
+        if !(t.device() == Device::Cpu && t.is_contiguous()) {
+            let result = src.f_view_as(t).map_err(torch("storing the result"))?;
+            tch::no_grad(|| t.f_copy_(&result)).map_err(torch("storing the result"))?;
+        }
+        Ok(())
     }
 
     fn broadcast_all(&mut self, tensors: &mut [Tensor], root: usize) -> Result<(), DistError> {
