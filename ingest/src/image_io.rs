@@ -295,6 +295,22 @@ mod tests {
         out
     }
 
+    /// PNG's CRC-32 (to forge a valid header in a test).
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
     fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
         assert_eq!(a.dimensions(), b.dimensions());
         let s: u64 = a
@@ -438,6 +454,8 @@ mod tests {
         let mut bomb = encode_png(&gradient(4, 4)).unwrap();
         bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
         bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32(&bomb[12..29]); // IHDR type + data
+        bomb[29..33].copy_from_slice(&crc.to_be_bytes());
         let err = decode_rgb(&bomb, &DecodeLimits::default()).unwrap_err();
         assert!(
             matches!(err, ImageError::TooManyPixels { width: 100_000, .. }),

@@ -54,8 +54,9 @@ fn photos() -> Vec<PathBuf> {
     out
 }
 
-/// Re-detect the face in a crop pasted into a grey canvas: (IPD / crop width, eye-line angle °).
-fn measure(det: &Detector, crop: &RgbImage) -> Option<(f64, f64)> {
+/// Re-detect the face in a crop pasted into a grey canvas: (IPD / crop width, signed eye-line
+/// angle in degrees).
+fn redetect(det: &Detector, crop: &RgbImage) -> Option<(f64, f64)> {
     let mut canvas = RgbImage::from_pixel(640, 640, image::Rgb([128, 128, 128]));
     let off = (640 - crop.width()) / 2;
     image::imageops::replace(&mut canvas, crop, off as i64, off as i64);
@@ -65,7 +66,47 @@ fn measure(det: &Detector, crop: &RgbImage) -> Option<(f64, f64)> {
     let (dx, dy) = ((l[0] - r[0]) as f64, (l[1] - r[1]) as f64);
     Some((
         dx.hypot(dy) / crop.width() as f64,
-        dy.atan2(dx).to_degrees().abs(),
+        dy.atan2(dx).to_degrees(),
+    ))
+}
+
+/// Measure a crop and its mirror image and average: a tilt α of the crop reads as α + β in the
+/// crop and −α + β in the mirror, where β is the detector's own left/right bias, so the half
+/// difference is the crop's tilt without the detector's bias. Returns (IPD ratio, |tilt| °).
+fn measure(det: &Detector, crop: &RgbImage) -> Option<(f64, f64)> {
+    let (ipd, a) = redetect(det, crop)?;
+    let (ipd_m, a_m) = redetect(det, &image::imageops::flip_horizontal(crop))?;
+    Some(((ipd + ipd_m) / 2.0, ((a - a_m) / 2.0).abs()))
+}
+
+/// The landmarks a careful dataset would give: YuNet's most prominent face on the photo, averaged
+/// with its detection on the mirrored photo (mapped back, right and left swapped). Averaging the
+/// two halves the detector's own noise and cancels its left/right bias.
+fn landmarks_tta(det: &Detector, img: &RgbImage) -> Option<Landmarks> {
+    let dets = det.detect(img).expect("detector runs");
+    let a = most_prominent(&dets)?.landmarks;
+    let flipped = image::imageops::flip_horizontal(img);
+    let dets_m = det.detect(&flipped).expect("detector runs");
+    let w = img.width() as f32;
+    let Some(m) = most_prominent(&dets_m).map(|d| d.landmarks) else {
+        return Some(Landmarks(a.to_vec()));
+    };
+    // Mirror back: x → w − x, and the subject's right/left points swap places.
+    let b: Vec<[f32; 2]> = [1, 0, 2, 4, 3]
+        .iter()
+        .map(|&i| [w - m[i][0], m[i][1]])
+        .collect();
+    let ipd = (a[1][0] - a[0][0]).hypot(a[1][1] - a[0][1]);
+    let off = (a[0][0] - b[0][0]).hypot(a[0][1] - b[0][1]);
+    if off > 0.3 * ipd {
+        // A different face won in the mirror: keep the direct detection.
+        return Some(Landmarks(a.to_vec()));
+    }
+    Some(Landmarks(
+        a.iter()
+            .zip(&b)
+            .map(|(p, q)| [(p[0] + q[0]) / 2.0, (p[1] + q[1]) / 2.0])
+            .collect(),
     ))
 }
 
@@ -105,11 +146,9 @@ fn aligned_crops_have_the_documented_geometry() {
     for path in photos() {
         let bytes = std::fs::read(&path).unwrap();
         let img = decode_rgb(&bytes, &limits).unwrap();
-        let dets = det.detect(&img).unwrap();
-        let Some(face) = most_prominent(&dets) else {
+        let Some(lm) = landmarks_tta(&det, &img) else {
             panic!("{}: no face", path.display());
         };
-        let lm = Landmarks(face.landmarks.to_vec());
         let Ok(prepared) = prepare_face(&bytes, Some(&lm), None, &cfg) else {
             // The border-cut faces have landmarks outside the photo: rejected by design.
             continue;

@@ -3,7 +3,6 @@
 //! Decoding only the face's region at the coarsest sufficient scale is what makes ingest from
 //! landmarks fast: the IDCT, upsampling and colour conversion of everything else are skipped.
 
-use std::cell::RefCell;
 use std::ffi::{c_int, CStr};
 
 use turbojpeg::raw;
@@ -133,18 +132,12 @@ impl Drop for Handle {
     }
 }
 
-thread_local! {
-    static HANDLE: RefCell<Option<Handle>> = const { RefCell::new(None) };
-}
-
+/// A fresh decompressor per call. Reusing one is tempting but unsafe here: on a truncated or
+/// tables-only stream `tj3DecompressHeader` returns success without updating the image
+/// parameters, so a reused handle would report the previous photo's size. `tj3Init` costs
+/// microseconds next to a decode.
 fn with_handle<T>(f: impl FnOnce(&Handle) -> Result<T, ImageError>) -> Result<T, ImageError> {
-    HANDLE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Handle::new()?);
-        }
-        f(slot.as_ref().expect("initialised above"))
-    })
+    f(&Handle::new()?)
 }
 
 /// Read the header (dimensions, sampling, colour space) without decoding pixels.
@@ -242,8 +235,7 @@ pub fn decode_region(
             let err = h.error("decoding the JPEG");
             // Benign warnings (extraneous bytes, unknown markers) leave a complete image; a
             // truncated stream leaves grey rows and must not pass as a photo.
-            let truncated =
-                matches!(&err, ImageError::Corrupt { detail } if detail.contains("Premature end"));
+            let truncated = matches!(&err, ImageError::Corrupt { detail } if detail.to_ascii_lowercase().contains("premature end"));
             if !h.is_warning() || truncated {
                 return Err(err);
             }
