@@ -12,9 +12,9 @@ use super::layers::{cost_seq, forward_seq, ConvBn, ConvSpec, Hw};
 #[derive(Debug)]
 pub enum Encoder {
     /// The paper's backbone.
-    InceptionResnetV1(InceptionResnetV1),
+    InceptionResnetV1(Box<InceptionResnetV1>),
     /// Stem + residual stages.
-    Residual(ResidualEncoder),
+    Residual(Box<ResidualEncoder>),
 }
 
 impl Encoder {
@@ -25,14 +25,14 @@ impl Encoder {
                 blocks_a,
                 blocks_b,
                 blocks_c,
-            } => Self::InceptionResnetV1(InceptionResnetV1::new(
+            } => Self::InceptionResnetV1(Box::new(InceptionResnetV1::new(
                 p,
                 [*blocks_a, *blocks_b, *blocks_c],
-            )),
+            ))),
             EncoderConfig::Residual {
                 stem_channels,
                 stages,
-            } => Self::Residual(ResidualEncoder::new(p, *stem_channels, stages)),
+            } => Self::Residual(Box::new(ResidualEncoder::new(p, *stem_channels, stages))),
         }
     }
 

@@ -365,7 +365,7 @@ impl D2ae {
             (&l_x_aug, cfg.lambda_x()),
         ] {
             if let Some(term) = term {
-                total = total + term * weight;
+                total += term * weight;
             }
         }
         let accuracy = |logits: &Tensor| losses::accuracy(logits, labels);
