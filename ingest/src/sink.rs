@@ -83,6 +83,17 @@ impl Destination {
         &self.location.url
     }
 
+    /// The object path of `name` (which may contain `/`) under the destination root.
+    /// (`Path::child` would percent-encode the `/` into one segment.)
+    fn path(&self, name: &str) -> object_store::path::Path {
+        let root = self.location.prefix.as_ref();
+        if root.is_empty() {
+            object_store::path::Path::from(name)
+        } else {
+            object_store::path::Path::from(format!("{root}/{name}"))
+        }
+    }
+
     /// Whether the destination is a local directory.
     pub fn is_local(&self) -> bool {
         self.location.local_dir.is_some()
@@ -104,7 +115,7 @@ impl Destination {
 
     /// Store `bytes` as `name` (atomic: readers see the old object or the whole new one).
     pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), SinkError> {
-        let path = self.location.child(name);
+        let path = self.path(name);
         self.runtime
             .block_on(self.location.store.put(&path, PutPayload::from(bytes)))
             .map(|_| ())
@@ -113,7 +124,7 @@ impl Destination {
 
     /// The object `name`, or `None` when it does not exist.
     pub fn get(&self, name: &str) -> Result<Option<Bytes>, SinkError> {
-        let path = self.location.child(name);
+        let path = self.path(name);
         let result = self.runtime.block_on(async {
             match self.location.store.get(&path).await {
                 Ok(r) => r.bytes().await.map(Some),
@@ -126,7 +137,7 @@ impl Destination {
 
     /// The size of `name`, or `None` when it does not exist.
     pub fn size(&self, name: &str) -> Result<Option<u64>, SinkError> {
-        let path = self.location.child(name);
+        let path = self.path(name);
         match self.runtime.block_on(self.location.store.head(&path)) {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -136,7 +147,7 @@ impl Destination {
 
     /// Names (relative to the destination root) of the objects under `dir`.
     pub fn list(&self, dir: &str) -> Result<Vec<String>, SinkError> {
-        let prefix = self.location.child(dir);
+        let prefix = self.path(dir);
         let root = self.location.prefix.as_ref().to_owned();
         let metas: Vec<_> = self
             .runtime
@@ -158,7 +169,7 @@ impl Destination {
 
     /// Delete `name` if it exists.
     pub fn delete(&self, name: &str) -> Result<(), SinkError> {
-        let path = self.location.child(name);
+        let path = self.path(name);
         match self.runtime.block_on(self.location.store.delete(&path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.store_err("delete", name)(e)),
@@ -200,7 +211,7 @@ impl Destination {
                 dest: dir.join(name),
             });
         }
-        let path = self.location.child(name);
+        let path = self.path(name);
         let upload = self
             .runtime
             .block_on(self.location.store.put_multipart(&path))
