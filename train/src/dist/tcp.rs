@@ -403,7 +403,7 @@ impl Collective for TcpCollective {
 
 /// An all-reduce travels in chunks of this many bytes, so rank 0 reduces and returns chunk k
 /// while chunk k+1 is still arriving.
-const CHUNK_BYTES: usize = 4 << 20;
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// How a tensor of `n` f32 values splits into chunks (always at least one, possibly empty).
 struct Chunks {
