@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""The demo's Table-1-style summary: reads `d2ae-eval report`'s report.json (and, for the synthetic
+set, synth.json), writes summary.json beside the report and prints the table.
+
+summary.json holds, for each of t, p, c: verification accuracy (mean ± std over folds, TPR at
+FPR 1e-3) and mean attribute accuracy, per-attribute accuracies, which attributes are identity-
+independent by construction, and the R² of background colour (and every other factor) from each
+feature. Only the standard library, so it runs with any python3.
+"""
+import argparse
+import json
+import os
+import sys
+
+KINDS = ("t", "p", "c")
+NAMES = {"t": "f_T (D2AE-T)", "p": "f_P (D2AE-P)", "c": "f_C (D2AE)"}
+
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def summarize(report, synth):
+    out = {
+        "run": report.get("run"),
+        "checkpoint": report.get("checkpoint"),
+        "step": report.get("step"),
+        "features": {k: {} for k in KINDS},
+    }
+    ver = report.get("verification")
+    if ver:
+        out["pairs"] = ver.get("pairs_used")
+        for r in ver["results"]:
+            rep = r["report"]
+            out["features"][r["feature"]]["verification"] = {
+                "accuracy": rep["accuracy_mean"],
+                "accuracy_std": rep["accuracy_std"],
+                "tpr_at_fpr_1e-3": r.get("tpr_at_1e3"),
+                "auc": rep["auc"],
+            }
+    attrs = report.get("attributes")
+    independent = synth.get("identity_independent", []) if synth else []
+    dependent = synth.get("identity_dependent", []) if synth else []
+    if attrs:
+        out["test_rows"] = attrs.get("test_rows")
+        out["majority_accuracy"] = {a["name"]: a["majority_accuracy"] for a in attrs["attributes"]}
+        for k in KINDS:
+            per = {a["name"]: a["accuracy"][k] for a in attrs["attributes"] if k in a["accuracy"]}
+            if not per:
+                continue
+            f = out["features"][k]
+            f["attributes"] = per
+            f["mean_attribute_accuracy"] = mean(per.values())
+            if independent:
+                f["mean_identity_independent_accuracy"] = mean(per.get(a) for a in independent)
+                f["mean_identity_dependent_accuracy"] = mean(per.get(a) for a in dependent)
+        factors = {}
+        for row in attrs.get("factors", []):
+            factors[row["name"]] = {k: fit["r2"] for k, fit in row["fits"].items()}
+        if factors:
+            out["factor_r2"] = factors
+            bg = [n for n in factors if n.startswith("background_")]
+            if bg:
+                out["background_r2"] = {
+                    k: mean(factors[n].get(k) for n in bg) for k in KINDS if any(k in factors[n] for n in bg)
+                }
+    if synth:
+        out["identity_independent"] = independent
+        out["identity_dependent"] = dependent
+    return out
+
+
+def pct(x):
+    return "   —  " if x is None else f"{100 * x:6.2f}"
+
+
+def table(s):
+    lines = []
+    has_ind = bool(s.get("identity_independent"))
+    head = "| feature      | verification acc. | TPR@1e-3 | mean attr. acc. |"
+    rule = "|---|---|---|---|"
+    if has_ind:
+        head += " identity-indep. attr. | identity-dep. attr. | background R² |"
+        rule += "---|---|---|"
+    lines += [head, rule]
+    for k in KINDS:
+        f = s["features"][k]
+        v = f.get("verification", {})
+        acc = v.get("accuracy")
+        std = v.get("accuracy_std")
+        ver = "      —" if acc is None else f"{100 * acc:6.2f} ± {100 * std:5.2f}"
+        row = f"| {NAMES[k]:<12} | {ver:>17} | {pct(v.get('tpr_at_fpr_1e-3'))} | {pct(f.get('mean_attribute_accuracy'))} |"
+        if has_ind:
+            bg = s.get("background_r2", {}).get(k)
+            row += (
+                f" {pct(f.get('mean_identity_independent_accuracy'))} |"
+                f" {pct(f.get('mean_identity_dependent_accuracy'))} |"
+                f" {'  —' if bg is None else f'{bg:.3f}'} |"
+            )
+        lines.append(row)
+    per = [s["features"][k].get("attributes", {}) for k in KINDS]
+    names = sorted(set().union(*[p.keys() for p in per]))
+    if names:
+        lines += ["", "| attribute | by construction | majority | f_T | f_P | f_C |", "|---|---|---|---|---|---|"]
+        ind = set(s.get("identity_independent", []))
+        dep = set(s.get("identity_dependent", []))
+        for n in names:
+            kind = "image" if n in ind else "identity" if n in dep else ""
+            maj = s.get("majority_accuracy", {}).get(n)
+            lines.append(
+                f"| {n} | {kind} | {pct(maj)} | " + " | ".join(pct(p.get(n)) for p in per) + " |"
+            )
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("report", help="report.json written by d2ae-eval report")
+    ap.add_argument("--out", help="summary.json to write (default: beside the report)")
+    ap.add_argument("--synth", help="synth.json of d2ae-ingest synth (which attributes are identity-independent)")
+    ap.add_argument("--timings", default="", help="'stage seconds stage seconds ...' from scripts/demo")
+    ap.add_argument("--total", type=float, help="wall seconds of the whole demo")
+    a = ap.parse_args()
+    with open(a.report) as f:
+        report = json.load(f)
+    synth = None
+    if a.synth:
+        with open(a.synth) as f:
+            synth = json.load(f)
+    s = summarize(report, synth)
+    words = a.timings.split()
+    s["timings_s"] = {words[i]: float(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+    if a.total is not None:
+        s["timings_s"]["total"] = a.total
+    s["report"] = os.path.join(os.path.dirname(os.path.abspath(a.report)), "report.md")
+    out = a.out or os.path.join(os.path.dirname(os.path.abspath(a.report)), "summary.json")
+    with open(out, "w") as f:
+        json.dump(s, f, indent=2)
+        f.write("\n")
+    print(f"\nD2AE on held-out identities (step {s.get('step')}, {s.get('pairs', '—')} pairs, "
+          f"{s.get('test_rows', '—')} test images):\n")
+    print(table(s))
+    print(f"\nstage wall times (s): {s['timings_s']}")
+    print(f"summary: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
