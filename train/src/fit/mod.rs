@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use d2ae_loader::{Augment, BlockingLoader, LoaderConfig};
+use d2ae_loader::tensor::DeviceFeeder;
+use d2ae_loader::{Augment, BlockingLoader, LoaderConfig, LoaderState};
 use d2ae_shard::{open_dataset, DatasetLocation, StoreOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use object_store::{ObjectStoreExt, PutPayload};
@@ -278,7 +279,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
         ),
         None => None,
     };
-    let mut loader = BlockingLoader::open(
+    let loader = BlockingLoader::open(
         &cfg.data,
         loader_config(&cfg, rank, world, image_size),
         loader_state.as_ref(),
@@ -374,14 +375,14 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
     });
 
     let save_checkpoint =
-        |step: u64, epoch: u64, loader: &BlockingLoader, opt: &Sgd| -> Result<String> {
+        |step: u64, epoch: u64, loader_state: &LoaderState, opt: &Sgd| -> Result<String> {
             let meta = CheckpointMeta {
                 step,
                 epoch,
                 num_identities,
                 preset: cfg.preset.clone(),
                 model_config: to_json(&mcfg),
-                loader_state: to_json(&loader.state()),
+                loader_state: to_json(loader_state),
                 config: to_json(&cfg),
             };
             let model_vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
@@ -429,29 +430,31 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
         Ok(report)
     };
 
+    // Host→device copies (pinned and non-blocking on CUDA) run one batch ahead of the compute.
+    let mut loader_state = loader.state();
+    let mut feeder = DeviceFeeder::new(loader, device, 1);
     while step < total_steps {
         if stop_requested(&ctx.stop, ctx.parallel.as_mut())? {
             interrupted = true;
             break;
         }
         let t0 = Instant::now();
-        let Some(batch) = loader.next() else {
+        let Some(batch) = feeder.next() else {
             break;
         };
         let batch = batch.context("reading a training batch")?;
+        loader_state = batch.state.clone();
         let waited = t0.elapsed();
         wait_total += waited;
-        epoch = batch.epoch;
+        epoch = batch.meta.epoch;
         let lr = cfg.lr_at(epoch);
         // Statistical augmentation noise (eq. 5) depends only on (seed, step, rank).
         tch::manual_seed(
             (cfg.seed as i64).wrapping_mul(1_000_003) + (step * world as u64 + rank as u64) as i64,
         );
-        let b = batch.n as i64;
-        let images_u8 =
-            Tensor::from_slice(&batch.images).view([b, 3, batch.height as i64, batch.width as i64]);
-        let images = normalise(&images_u8, device)?;
-        let labels = Tensor::from_slice(&batch.identities).to_device(device);
+        let b = batch.meta.n as i64;
+        let images = normalise(&batch.images, device)?;
+        let labels = batch.identities;
         opt.zero_grad();
         let terms = amp::bf16_autocast(use_bf16, || -> Result<_> {
             let out = model.forward_t(&images, true)?;
@@ -488,7 +491,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
         last_loss = Some(values.total);
         let step_secs = t0.elapsed().as_secs_f64();
         if let Some(log) = metrics_log.as_mut() {
-            let lm = loader.metrics();
+            let lm = feeder.loader().metrics();
             log.write(&json!({
                 "step": step, "epoch": epoch, "lr": lr, "loss": values.total,
                 "l_t": values.l_t, "l_adv": values.l_adv, "l_h": values.l_h,
@@ -521,7 +524,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
         }
         if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || last {
             if is_root {
-                last_ckpt = Some(save_checkpoint(step, epoch, &loader, &opt)?);
+                last_ckpt = Some(save_checkpoint(step, epoch, &loader_state, &opt)?);
                 last_saved_step = Some(step);
             }
             if let Some(p) = ctx.parallel.as_mut() {
@@ -531,7 +534,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
     }
     if interrupted && last_saved_step != Some(step) && step > 0 {
         if is_root {
-            last_ckpt = Some(save_checkpoint(step, epoch, &loader, &opt)?);
+            last_ckpt = Some(save_checkpoint(step, epoch, &loader_state, &opt)?);
         }
         if let Some(p) = ctx.parallel.as_mut() {
             p.comm.barrier()?;
@@ -541,7 +544,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
         bar.finish();
     }
     let seconds = started.elapsed().as_secs_f64();
-    let lm = loader.metrics();
+    let lm = feeder.loader().metrics();
     let summary = FitSummary {
         run: cfg.out.clone(),
         steps: step,
