@@ -27,6 +27,16 @@ pub fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// CPU time of the calling thread.
+pub fn thread_cpu_time() -> Duration {
+    // SAFETY: clock_gettime only writes into the struct we pass.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Peak resident memory of this process so far (`VmHWM`), in bytes.
 pub fn peak_rss() -> u64 {
     proc_status_kb("VmHWM:") * 1024
@@ -167,6 +177,10 @@ pub struct RawDecode {
     pub wall_s: f64,
     /// Images per second on one thread: decode (+ resize, + layout) of in-memory bytes.
     pub images_per_sec: f64,
+    /// CPU seconds of the decoding thread.
+    pub cpu_s: f64,
+    /// Images per CPU-second of that thread: the ceiling per fully used core.
+    pub images_per_cpu_sec: f64,
     /// Largest stored sample (image + labels) seen, in bytes.
     pub max_sample_bytes: u64,
 }
@@ -242,6 +256,7 @@ pub async fn raw_decode(
     })
     .map_err(LoaderError::Pipeline)?;
     let start = Instant::now();
+    let cpu0 = thread_cpu_time();
     let mut n = 0u64;
     let mut checksum = 0u64;
     for _ in 0..passes {
@@ -254,10 +269,13 @@ pub async fn raw_decode(
     }
     std::hint::black_box(checksum);
     let wall = start.elapsed().as_secs_f64();
+    let cpu = (thread_cpu_time() - cpu0).as_secs_f64();
     Ok(RawDecode {
         images: n,
         wall_s: wall,
         images_per_sec: n as f64 / wall,
+        cpu_s: cpu,
+        images_per_cpu_sec: n as f64 / cpu.max(1e-9),
         max_sample_bytes: sample_sizes.values().copied().max().unwrap_or(0),
     })
 }

@@ -266,11 +266,14 @@ fn write_augmented(
             Layout::Nchw => {
                 let (r, rest) = out.split_at_mut(plane);
                 let (g, b) = rest.split_at_mut(plane);
-                let base = y * w;
-                for (x, &c) in cols.iter().enumerate() {
-                    r[base + x] = row[c];
-                    g[base + x] = row[c + 1];
-                    b[base + x] = row[c + 2];
+                let span = y * w..(y + 1) * w;
+                let planes = r[span.clone()]
+                    .iter_mut()
+                    .zip(&mut g[span.clone()])
+                    .zip(&mut b[span]);
+                for (((r, g), b), &c) in planes.zip(&cols) {
+                    let px = &row[c..c + 3];
+                    (*r, *g, *b) = (px[0], px[1], px[2]);
                 }
             }
         }
