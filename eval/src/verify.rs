@@ -200,9 +200,14 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         .first()
         .map(|r| format!("{:?}", r.report.protocol))
         .unwrap_or_default();
+    let format = match out.pairs_format {
+        PairFormat::LfwView2 => "LFW View 2",
+        PairFormat::LfwView1 => "LFW View 1",
+        PairFormat::Csv => "CSV",
+    };
     println!(
-        "{} pairs from {} ({:?}), threshold protocol {protocol}",
-        out.pairs_used, out.pairs_file, out.pairs_format
+        "{} pairs from {} ({format}), threshold protocol {protocol}",
+        out.pairs_used, out.pairs_file
     );
     if out.skipped > 0 {
         println!(
