@@ -189,6 +189,7 @@ pub fn roc_chart(
             0.0..1.0,
             Some(1e-3),
             SeriesLabelPosition::UpperLeft,
+            11,
             size,
         )
     } else {
@@ -202,6 +203,7 @@ pub fn roc_chart(
             0.0..1.0,
             None,
             SeriesLabelPosition::LowerRight,
+            11,
             size,
         )
     }
@@ -261,6 +263,8 @@ pub fn line_chart(
             (yl..yh).log_scale(),
             None,
             SeriesLabelPosition::UpperRight,
+            // Log axes only label the decades' subdivisions when asked for many labels.
+            24,
             size,
         )
     } else {
@@ -280,6 +284,7 @@ pub fn line_chart(
             padded(yl, yh, 0.05),
             None,
             SeriesLabelPosition::UpperRight,
+            10,
             size,
         )
     }
@@ -296,6 +301,7 @@ fn line_chart_on<X, Y>(
     y: Y,
     mark_x: Option<f64>,
     legend: SeriesLabelPosition,
+    y_labels: usize,
     size: ChartSize,
 ) -> Result<(), PlotError>
 where
@@ -320,6 +326,7 @@ where
         .y_desc(y_label)
         .x_label_formatter(&tick_label)
         .y_label_formatter(&tick_label)
+        .y_labels(y_labels)
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .light_line_style(RGBColor(235, 235, 235))

@@ -92,6 +92,17 @@ pub fn cosine_scores(
     Ok(out)
 }
 
+/// Cosine-score resolved pairs and run [`lfw_protocol`] on them: the one call `verify` needs per
+/// feature (f_T, f_P, f_C).
+pub fn verify_pairs(
+    features: Matrix<'_>,
+    pairs: &crate::pairs::ResolvedPairs,
+    fpr_targets: &[f64],
+) -> Result<VerificationReport, VerifyError> {
+    let scores = cosine_scores(features, &pairs.rows)?;
+    lfw_protocol(&scores, &pairs.same, &pairs.fold, fpr_targets)
+}
+
 /// How the fold thresholds were chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -534,6 +545,22 @@ mod tests {
         assert!(json.contains("\"-inf\""));
         let back: VerificationReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn resolved_pairs_are_scored_by_cosine() {
+        // Rows 0 and 1 point the same way, row 2 is orthogonal: same pairs score 1, different 0.
+        let data = [1.0, 0.0, 2.0, 0.0, 0.0, 3.0];
+        let pairs = crate::pairs::ResolvedPairs {
+            rows: vec![(0, 1), (0, 2), (1, 0), (1, 2)],
+            same: vec![true, false, true, false],
+            fold: vec![0, 0, 1, 1],
+            folds: 2,
+            ..Default::default()
+        };
+        let r = verify_pairs(Matrix::new(&data, 2).unwrap(), &pairs, &[PAPER_FPR]).unwrap();
+        assert_eq!((r.accuracy_mean, r.auc, r.eer), (1.0, 1.0, 0.0));
+        assert!(close(r.folds[0].threshold, 0.5));
     }
 
     #[test]
