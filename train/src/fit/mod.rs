@@ -232,7 +232,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
         None => (0, 1),
     };
     anyhow::ensure!(
-        cfg.batch_size % world == 0,
+        cfg.batch_size.is_multiple_of(world),
         "batch_size {} does not split evenly over {world} ranks",
         cfg.batch_size
     );
@@ -327,7 +327,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
             num_identities
         );
         load_variables(&vs, &c.model).context("restoring the model from the checkpoint")?;
-        opt.load_state(c.optim.into_iter())
+        opt.load_state(c.optim)
             .map_err(anyhow::Error::msg)
             .context("restoring the optimizer from the checkpoint")?;
         step = c.meta.step;
@@ -515,14 +515,15 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
             ));
         }
         let last = step == total_steps;
-        if is_root && has_val && ((cfg.val_every > 0 && step % cfg.val_every == 0) || last) {
+        if is_root && has_val && ((cfg.val_every > 0 && step.is_multiple_of(cfg.val_every)) || last)
+        {
             let report = run_val(&model, step)?;
             if let Some(log) = val_log.as_mut() {
                 log.write(&to_json(&report))?;
             }
             last_val = Some(report);
         }
-        if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || last {
+        if (cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every)) || last {
             if is_root {
                 last_ckpt = Some(save_checkpoint(step, epoch, &loader_state, &opt)?);
                 last_saved_step = Some(step);

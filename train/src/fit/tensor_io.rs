@@ -86,10 +86,11 @@ pub fn to_safetensors(
     Ok(safetensors::serialize(views, Some(metadata))?)
 }
 
+/// Named tensors and string metadata, as read from a safetensors buffer.
+pub type TensorsAndMetadata = (BTreeMap<String, Tensor>, HashMap<String, String>);
+
 /// Tensors (on the CPU) and metadata of a safetensors buffer.
-pub fn from_safetensors(
-    bytes: &[u8],
-) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>), TensorIoError> {
+pub fn from_safetensors(bytes: &[u8]) -> Result<TensorsAndMetadata, TensorIoError> {
     let (_, header) = SafeTensors::read_metadata(bytes)?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let st = SafeTensors::deserialize(bytes)?;
