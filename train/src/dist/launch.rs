@@ -2,7 +2,8 @@
 //!
 //! The launcher re-executes the current binary with the same arguments and the variables torchrun
 //! sets (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR=127.0.0.1`,
-//! `MASTER_PORT` = a free port), prefixes each child's output lines with `[rank k]`, and supervises:
+//! `MASTER_PORT` = a free port), prefixes each child's output lines with `[rank k]` (except rank 0's
+//! stdout, which passes through unchanged for `--json`), and supervises:
 //! when any rank exits non-zero the others are stopped (SIGTERM, then SIGKILL after a grace period)
 //! and the launcher fails naming that rank. The children see `D2AE_LAUNCHED=1`, which makes
 //! `--nproc-per-node` a no-op for them. For several nodes use torchrun or SLURM, which set the same
@@ -117,7 +118,13 @@ pub fn run_local(spec: &Spec) -> Result<(), DistError> {
         };
         let prefix = format!("[rank {rank}] ");
         if let Some(out) = child.stdout.take() {
-            pumps.push(pump(out, prefix.clone(), false));
+            // Rank 0's stdout passes through as is, so `--json` output stays machine-readable.
+            let out_prefix = if rank == 0 {
+                String::new()
+            } else {
+                prefix.clone()
+            };
+            pumps.push(pump(out, out_prefix, false));
         }
         if let Some(err) = child.stderr.take() {
             pumps.push(pump(err, prefix, true));
