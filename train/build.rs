@@ -1,28 +1,12 @@
-//! Link `libtorch_cuda` into every binary and test of this crate, and record where libtorch lives.
-//!
-//! Why: `tch` only references symbols of `libtorch_cpu`, so with the default `--as-needed` the linker
-//! drops `libtorch_cuda` and `tch::Cuda::is_available()` is false even on a GPU machine. Forcing it in
-//! with `--no-as-needed` costs nothing on a CPU-only machine: the CUDA driver is only opened lazily.
-//! The rpath lets the binaries run without `LD_LIBRARY_PATH`. `eval/build.rs` includes this file.
-use std::path::PathBuf;
+//! Link libtorch (see `build_link.rs`, shared with the evaluator) and build the bf16 autocast shim.
+
+include!("build_link.rs");
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    // Set by torch-sys (`links = "tch"`) for its direct dependents.
-    let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
-        return;
-    };
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    println!("cargo:rustc-env=D2AE_LIBTORCH_LIB={}", lib.display());
-    if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("d2ae-train") {
+    println!("cargo:rerun-if-changed=build_link.rs");
+    if let Some(lib) = link_libtorch() {
         compile_autocast_shim(&lib);
-    }
-    if lib.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-search=native={}", lib.display());
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-        println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
 }
 

@@ -42,13 +42,12 @@ pub struct DatasetLocation {
 }
 
 impl DatasetLocation {
-    /// The object path of `name` under the dataset root.
+    /// The object path of `name` under the dataset root; `/` in `name` separates directories,
+    /// the same with and without a prefix.
     pub fn child(&self, name: &str) -> Path {
-        if self.prefix.as_ref().is_empty() {
-            Path::from(name)
-        } else {
-            self.prefix.clone().join(name)
-        }
+        name.split('/')
+            .filter(|part| !part.is_empty())
+            .fold(self.prefix.clone(), |path, part| path.join(part))
     }
 
     /// A location for the sub-directory `name` of this one (e.g. a run's `checkpoints/`).
@@ -217,6 +216,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.local_dir, b.local_dir);
         assert_eq!(a.child("index.json").as_ref(), "index.json");
+        assert_eq!(a.child("val/a.png").as_ref(), "val/a.png");
     }
 
     #[test]
@@ -246,6 +246,7 @@ mod tests {
         assert_eq!(loc.prefix.as_ref(), "some/prefix");
         assert_eq!(loc.child("index.json").as_ref(), "some/prefix/index.json");
         assert_eq!(loc.subdir("ckpt").prefix.as_ref(), "some/prefix/ckpt");
+        assert_eq!(loc.child("val/a.png").as_ref(), "some/prefix/val/a.png");
     }
 
     #[test]

@@ -261,6 +261,74 @@ impl CheckpointDir {
     }
 }
 
+/// A model restored from a checkpoint for inference (evaluation, editing).
+pub struct LoadedModel {
+    pub vs: tch::nn::VarStore,
+    pub model: crate::model::D2ae,
+    pub meta: CheckpointMeta,
+    /// The checkpoint file it came from.
+    pub source: String,
+}
+
+/// Load a model for inference from `url`: a checkpoint file (`…/step-N.safetensors`), a run
+/// directory (its newest checkpoint), or a `checkpoints/` directory — local or in a bucket.
+pub fn load_model(
+    url: &str,
+    endpoint: Option<String>,
+    device: tch::Device,
+) -> anyhow::Result<LoadedModel> {
+    use anyhow::Context;
+    use d2ae_shard::{open_dataset, StoreOptions};
+
+    let opts = StoreOptions {
+        endpoint,
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (source, checkpoint) = if let Some((dir, file)) = url
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .filter(|(_, f)| f.ends_with(".safetensors"))
+    {
+        let loc = open_dataset(dir, &opts).with_context(|| format!("opening {dir}"))?;
+        let path = loc.child(file);
+        let bytes = rt
+            .block_on(async { loc.store.get(&path).await?.bytes().await })
+            .with_context(|| format!("reading {url}"))?;
+        (url.to_owned(), decode(url, &bytes)?)
+    } else {
+        let loc = open_dataset(url, &opts).with_context(|| format!("opening {url}"))?;
+        let run_ckpts = CheckpointDir::new(loc.subdir("checkpoints"));
+        let steps = rt.block_on(run_ckpts.steps())?;
+        let dir = if steps.is_empty() {
+            CheckpointDir::new(loc)
+        } else {
+            run_ckpts
+        };
+        let steps = rt.block_on(dir.steps())?;
+        let step = *steps
+            .last()
+            .with_context(|| format!("no checkpoint in {url} or {url}/checkpoints"))?;
+        let c = rt.block_on(dir.load(step))?;
+        (format!("{}/{}", dir.url(), checkpoint_name(step)), c)
+    };
+    let cfg: crate::model::ModelConfig =
+        serde_json::from_value(checkpoint.meta.model_config.clone())
+            .with_context(|| format!("the model config in {source} does not parse"))?;
+    let vs = tch::nn::VarStore::new(device);
+    let model = crate::model::D2ae::new(&vs.root(), &cfg, checkpoint.meta.num_identities)?;
+    super::load_variables(&vs, &checkpoint.model)
+        .with_context(|| format!("loading the weights of {source}"))?;
+    Ok(LoadedModel {
+        vs,
+        model,
+        meta: checkpoint.meta,
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,72 +407,4 @@ mod tests {
         assert_eq!(step_of("step-00000042.safetensors"), Some(42));
         assert_eq!(step_of("step-x.safetensors"), None);
     }
-}
-
-/// A model restored from a checkpoint for inference (evaluation, editing).
-pub struct LoadedModel {
-    pub vs: tch::nn::VarStore,
-    pub model: crate::model::D2ae,
-    pub meta: CheckpointMeta,
-    /// The checkpoint file it came from.
-    pub source: String,
-}
-
-/// Load a model for inference from `url`: a checkpoint file (`…/step-N.safetensors`), a run
-/// directory (its newest checkpoint), or a `checkpoints/` directory — local or in a bucket.
-pub fn load_model(
-    url: &str,
-    endpoint: Option<String>,
-    device: tch::Device,
-) -> anyhow::Result<LoadedModel> {
-    use anyhow::Context;
-    use d2ae_shard::{open_dataset, StoreOptions};
-
-    let opts = StoreOptions {
-        endpoint,
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (source, checkpoint) = if let Some((dir, file)) = url
-        .trim_end_matches('/')
-        .rsplit_once('/')
-        .filter(|(_, f)| f.ends_with(".safetensors"))
-    {
-        let loc = open_dataset(dir, &opts).with_context(|| format!("opening {dir}"))?;
-        let path = loc.child(file);
-        let bytes = rt
-            .block_on(async { loc.store.get(&path).await?.bytes().await })
-            .with_context(|| format!("reading {url}"))?;
-        (url.to_owned(), decode(url, &bytes)?)
-    } else {
-        let loc = open_dataset(url, &opts).with_context(|| format!("opening {url}"))?;
-        let run_ckpts = CheckpointDir::new(loc.subdir("checkpoints"));
-        let steps = rt.block_on(run_ckpts.steps())?;
-        let dir = if steps.is_empty() {
-            CheckpointDir::new(loc)
-        } else {
-            run_ckpts
-        };
-        let steps = rt.block_on(dir.steps())?;
-        let step = *steps
-            .last()
-            .with_context(|| format!("no checkpoint in {url} or {url}/checkpoints"))?;
-        let c = rt.block_on(dir.load(step))?;
-        (format!("{}/{}", dir.url(), checkpoint_name(step)), c)
-    };
-    let cfg: crate::model::ModelConfig =
-        serde_json::from_value(checkpoint.meta.model_config.clone())
-            .with_context(|| format!("the model config in {source} does not parse"))?;
-    let vs = tch::nn::VarStore::new(device);
-    let model = crate::model::D2ae::new(&vs.root(), &cfg, checkpoint.meta.num_identities)?;
-    super::load_variables(&vs, &checkpoint.model)
-        .with_context(|| format!("loading the weights of {source}"))?;
-    Ok(LoadedModel {
-        vs,
-        model,
-        meta: checkpoint.meta,
-        source,
-    })
 }
