@@ -112,10 +112,12 @@ impl DatasetIndex {
 
     /// The split named `name`, or an error listing the splits there are.
     pub fn split(&self, name: &str) -> Result<&SplitIndex, IndexError> {
-        self.splits.get(name).ok_or_else(|| IndexError::NoSuchSplit {
-            split: name.to_owned(),
-            available: self.splits.keys().cloned().collect(),
-        })
+        self.splits
+            .get(name)
+            .ok_or_else(|| IndexError::NoSuchSplit {
+                split: name.to_owned(),
+                available: self.splits.keys().cloned().collect(),
+            })
     }
 
     /// Total samples over all splits.

@@ -18,7 +18,13 @@ pub fn sample_key(source: &str) -> String {
     };
     let mut stem: String = without_ext
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if stem.len() > MAX_STEM {
         stem = stem[stem.len() - MAX_STEM..].to_owned();
@@ -40,9 +46,14 @@ mod tests {
     fn keys_are_stable_safe_and_dot_free() {
         let k = sample_key("Anthony_Hopkins/Anthony_Hopkins_0001.jpg");
         assert_eq!(k, sample_key("Anthony_Hopkins/Anthony_Hopkins_0001.jpg"));
-        assert!(k.starts_with("Anthony_Hopkins_Anthony_Hopkins_0001_"), "{k}");
+        assert!(
+            k.starts_with("Anthony_Hopkins_Anthony_Hopkins_0001_"),
+            "{k}"
+        );
         assert!(!k.contains('.') && !k.contains('/'));
-        assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        assert!(k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
     }
 
     #[test]

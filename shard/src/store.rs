@@ -64,7 +64,9 @@ impl DatasetLocation {
 /// Errors opening a dataset URL.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported URL scheme {scheme:?} in {url:?} (use a path, file://, s3://, gs:// or az://)")]
+    #[error(
+        "unsupported URL scheme {scheme:?} in {url:?} (use a path, file://, s3://, gs:// or az://)"
+    )]
     UnsupportedScheme { url: String, scheme: String },
     #[error("invalid dataset URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },

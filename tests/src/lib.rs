@@ -59,7 +59,9 @@ pub fn cmd(name: &str) -> Command {
 
 /// Run a command, panic with its output unless it succeeds, and return the output.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
@@ -129,10 +131,7 @@ impl S3Server {
                 child: None,
             };
         }
-        let moto = python()
-            .parent()
-            .expect("venv bin")
-            .join("moto_server");
+        let moto = python().parent().expect("venv bin").join("moto_server");
         let port = free_port();
         let child = Command::new(&moto)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -146,7 +145,10 @@ impl S3Server {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         server
