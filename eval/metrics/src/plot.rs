@@ -241,6 +241,7 @@ pub fn line_chart(
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
                 (l.min(v), h.max(v))
             });
+        // Plotters' log axis labels only whole values here (1, 2, …): ticks below 1 stay blank.
         let (yl, yh) = if yh > yl {
             (yl / 1.2, yh * 1.2)
         } else {
