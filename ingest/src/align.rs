@@ -354,10 +354,10 @@ fn sample_bilinear(src: RgbView<'_>, inv: &Affine, out: &mut RgbImage) {
                         0.0
                     }
                 };
-                for c in 0..3 {
+                for (c, out) in px.iter_mut().enumerate() {
                     let top = tap(x, y, c) * (1.0 - ax) + tap(x + 1, y, c) * ax;
                     let bot = tap(x, y + 1, c) * (1.0 - ax) + tap(x + 1, y + 1, c) * ax;
-                    px[c] = (top * (1.0 - ay) + bot * ay + 0.5) as u8;
+                    *out = (top * (1.0 - ay) + bot * ay + 0.5) as u8;
                 }
             } else {
                 px.fill(0);

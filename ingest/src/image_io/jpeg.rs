@@ -32,13 +32,13 @@ impl JpegHeader {
     /// Width of an iMCU in full-scale pixels, when known (cropping must start on one).
     fn mcu_width(&self) -> Option<u32> {
         match self.subsamp {
-            s if s == raw::TJSAMP_TJSAMP_444 as i32 => Some(8),
-            s if s == raw::TJSAMP_TJSAMP_422 as i32 => Some(16),
-            s if s == raw::TJSAMP_TJSAMP_420 as i32 => Some(16),
-            s if s == raw::TJSAMP_TJSAMP_GRAY as i32 => Some(8),
-            s if s == raw::TJSAMP_TJSAMP_440 as i32 => Some(8),
-            s if s == raw::TJSAMP_TJSAMP_411 as i32 => Some(32),
-            s if s == raw::TJSAMP_TJSAMP_441 as i32 => Some(8),
+            s if s == raw::TJSAMP_TJSAMP_444 => Some(8),
+            s if s == raw::TJSAMP_TJSAMP_422 => Some(16),
+            s if s == raw::TJSAMP_TJSAMP_420 => Some(16),
+            s if s == raw::TJSAMP_TJSAMP_GRAY => Some(8),
+            s if s == raw::TJSAMP_TJSAMP_440 => Some(8),
+            s if s == raw::TJSAMP_TJSAMP_411 => Some(32),
+            s if s == raw::TJSAMP_TJSAMP_441 => Some(8),
             _ => None,
         }
     }
