@@ -6,8 +6,13 @@ use d2ae_train::{Ablation, D2ae, ParamGroup};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Tensor};
 
+/// libtorch's random generator is global: tests of this file that draw from it run one at a time,
+/// so a seed gives the same draws whatever the test threads do.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn one_sgd_step_changes_the_loss_and_every_group() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     // Without augmentation noise and with batch statistics, the forward is deterministic, so
     // the loss changes only because the weights did.
     let cfg = common::tiny_config().with_ablation(Ablation::NoStatAug);
@@ -41,7 +46,11 @@ fn one_sgd_step_changes_the_loss_and_every_group() {
 }
 
 #[test]
-fn forty_steps_fit_a_tiny_batch() {
+fn eighty_steps_fit_a_tiny_batch() {
+    // Seeded: initialisation and the statistical-augmentation noise are random, and an unlucky draw
+    // once left L_T at 0.51 of its start.
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(0);
     let cfg = common::tiny_config();
     let vs = nn::VarStore::new(Device::Cpu);
     let model = D2ae::new(&vs.root(), &cfg, 4).unwrap();
@@ -49,7 +58,7 @@ fn forty_steps_fit_a_tiny_batch() {
     let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
     let mut first = None;
     let mut last = None;
-    for _ in 0..40 {
+    for _ in 0..80 {
         let out = model.forward_t(&images, true).unwrap();
         let terms = model.losses(&out, &labels, &images).unwrap();
         let v = terms.values();
