@@ -11,9 +11,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
-use tch::{nn, Device, Kind, Tensor};
+use safetensors::SafeTensors;
+use tch::{nn, Device, Tensor};
 
+use crate::fit::tensor_io::{kind_of, to_safetensors, TensorIoError};
 use crate::model::{D2ae, ModelConfig, ModelError};
 
 /// The `format` metadata value of files this module writes.
@@ -86,28 +87,6 @@ pub enum CheckpointError {
     },
 }
 
-fn dtype_of(kind: Kind) -> Option<Dtype> {
-    Some(match kind {
-        Kind::Float => Dtype::F32,
-        Kind::Double => Dtype::F64,
-        Kind::Half => Dtype::F16,
-        Kind::BFloat16 => Dtype::BF16,
-        Kind::Int64 => Dtype::I64,
-        _ => return None,
-    })
-}
-
-fn kind_of(dtype: Dtype) -> Option<Kind> {
-    Some(match dtype {
-        Dtype::F32 => Kind::Float,
-        Dtype::F64 => Kind::Double,
-        Dtype::F16 => Kind::Half,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::I64 => Kind::Int64,
-        _ => return None,
-    })
-}
-
 /// Write every variable of `vs` and the header to `path` (atomically).
 pub fn save(vs: &nn::VarStore, header: &Header, path: &Path) -> Result<(), CheckpointError> {
     let meta_err = |reason: String| CheckpointError::Metadata {
@@ -127,40 +106,28 @@ pub fn save(vs: &nn::VarStore, header: &Header, path: &Path) -> Result<(), Check
         metadata.insert(format!("extra.{k}"), v.clone());
     }
 
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut buffers = Vec::with_capacity(vars.len());
-    for (name, var) in &vars {
-        let dtype = dtype_of(var.kind()).ok_or_else(|| CheckpointError::Tensor {
-            path: path.to_owned(),
-            name: name.clone(),
-            reason: format!("unsupported kind {:?}", var.kind()),
-        })?;
-        let host = var.detach().to_device(Device::Cpu).contiguous();
-        let numel = host.numel();
-        let mut bytes = vec![0u8; numel * var.kind().elt_size_in_bytes()];
-        host.copy_data_u8(&mut bytes, numel);
-        let shape: Vec<usize> = host.size().iter().map(|&d| d as usize).collect();
-        buffers.push((name.clone(), dtype, shape, bytes));
-    }
-    let views = buffers
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
-                .map(|view| (name.as_str(), view))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| CheckpointError::Format {
+    // One tensor ⇄ safetensors conversion for model files and training checkpoints.
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let bytes = to_safetensors(&vars, metadata).map_err(|e| match e {
+        TensorIoError::Format(source) => CheckpointError::Format {
             path: path.to_owned(),
             source,
-        })?;
+        },
+        TensorIoError::UnsupportedKind { name, kind } => CheckpointError::Tensor {
+            path: path.to_owned(),
+            name,
+            reason: format!("unsupported kind {kind:?}"),
+        },
+        other => CheckpointError::Metadata {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    })?;
 
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::tensor::serialize_to_file(views, Some(metadata), &tmp).map_err(|source| {
-        CheckpointError::Format {
-            path: tmp.clone(),
-            source,
-        }
+    std::fs::write(&tmp, bytes).map_err(|source| CheckpointError::Io {
+        path: tmp.clone(),
+        source,
     })?;
     std::fs::rename(&tmp, path).map_err(|source| CheckpointError::Io {
         path: path.to_owned(),
@@ -256,8 +223,7 @@ pub fn load_into(vs: &nn::VarStore, path: &Path) -> Result<Header, CheckpointErr
                 format!("shape {shape:?} in the file, {:?} in the model", var.size()),
             ));
         }
-        let kind = kind_of(view.dtype())
-            .ok_or_else(|| tensor_err(name, format!("unsupported dtype {:?}", view.dtype())))?;
+        let kind = kind_of(name, view.dtype()).map_err(|e| tensor_err(name, e.to_string()))?;
         let value = Tensor::from_data_size(view.data(), &shape, kind);
         tch::no_grad(|| var.shallow_clone().copy_(&value));
     }

@@ -41,7 +41,8 @@ fn dtype_of(name: &str, kind: Kind) -> Result<Dtype, TensorIoError> {
     })
 }
 
-fn kind_of(name: &str, dtype: Dtype) -> Result<Kind, TensorIoError> {
+/// The tch kind of a safetensors dtype (`name` is for the error).
+pub fn kind_of(name: &str, dtype: Dtype) -> Result<Kind, TensorIoError> {
     Ok(match dtype {
         Dtype::F32 => Kind::Float,
         Dtype::F64 => Kind::Double,
