@@ -11,7 +11,8 @@ export VIRTUAL_ENV="$D2AE_VENV"
 export PATH="$D2AE_VENV/bin:$HOME/.cargo/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
 # Test binaries of crates without a build.rs rpath (loader with its tch feature) need this.
-_torch_lib="$(ls -d "$D2AE_VENV"/lib/python3*/site-packages/torch/lib 2>/dev/null | head -n1)"
+# (No match before the first bootstrap: must not trip callers' `set -e -o pipefail`.)
+_torch_lib="$(ls -d "$D2AE_VENV"/lib/python3*/site-packages/torch/lib 2>/dev/null | head -n1 || true)"
 if [ -n "$_torch_lib" ]; then
   export D2AE_TORCH_LIB="$_torch_lib"
   export LD_LIBRARY_PATH="$_torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
