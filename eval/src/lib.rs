@@ -6,6 +6,7 @@
 //! - [`attributes`]: per-attribute linear SVMs (Table 1, Figure 5a) and the share of continuous
 //!   factors each feature explains ([`regress`]);
 //! - [`edit`]: attribute editing, identity swap and interpolation grids (Figures 1a, 9, 10);
+//! - [`probe`]: a freshly trained linear identity probe on each feature (the ablations' test);
 //! - [`analyze`]: Gaussianity of the feature channels and t-SNE maps (Figures 1b, 4, 7, 8);
 //! - [`report`]: one Markdown + JSON report of a trained run;
 //! - [`bench`]: extraction throughput.
@@ -23,6 +24,7 @@ pub mod extract;
 pub mod features;
 pub mod grid;
 pub mod model_io;
+pub mod probe;
 pub mod regress;
 pub mod report;
 pub mod verify;

@@ -20,6 +20,7 @@ use crate::attributes::{self, AttributesArgs, AttributesOutput, Directions};
 use crate::edit::{self, EditArgs, EditMode, EditOutput};
 use crate::extract::{self, ExtractArgs};
 use crate::features::{FeatureChoice, FeatureKind, FeatureSet};
+use crate::probe::{self, ProbeArgs, ProbeOutput};
 use crate::verify::{self, VerifyOutput};
 
 /// `d2ae-eval report`
@@ -98,12 +99,37 @@ pub struct ReportJson {
     pub training_steps_logged: usize,
     pub verification: Option<VerifyOutput>,
     pub attributes: Option<AttributesOutput>,
+    /// A freshly trained linear identity probe on each feature (train → val split).
+    pub identity_probe: Option<ProbeOutput>,
+    /// The model's own adversary W_P: its identity accuracy on f_P at the last validation
+    /// (`val.jsonl`), with the chance level logged beside it.
+    pub adversary: Option<AdversaryAccuracy>,
     pub analysis: Option<AnalyzeOutput>,
     pub edits: Vec<EditOutput>,
     pub figures: Vec<Figure>,
     /// Things the report could not include, and why.
     pub omitted: Vec<String>,
     pub paper_table1: Vec<(FeatureKind, f64, f64, f64)>,
+}
+
+/// The adversary's identity accuracy on f_P at the run's last validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdversaryAccuracy {
+    pub step: u64,
+    pub accuracy: f64,
+    pub chance: Option<f64>,
+}
+
+/// The last row of `val.jsonl` that has the adversary's accuracy.
+pub fn adversary_accuracy(run: &Path) -> Result<Option<AdversaryAccuracy>> {
+    let val = read_jsonl(&run.join("val.jsonl"))?;
+    Ok(val.iter().rev().find_map(|r| {
+        Some(AdversaryAccuracy {
+            step: r.get("step")?.as_u64()?,
+            accuracy: r.get("acc_p")?.as_f64()?,
+            chance: r.get("chance").and_then(|c| c.as_f64()),
+        })
+    }))
 }
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
@@ -382,6 +408,23 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
         }
     }
 
+    let mut identity_probe = None;
+    if let (Some(set), Some(fp)) = (&set, &features_path) {
+        let args = ProbeArgs {
+            features: fp.clone(),
+            train_split: "train".into(),
+            test_split: "val".into(),
+            feature: FeatureChoice::All,
+            c: 0.1,
+            json: false,
+        };
+        match probe::identity_probe(set, &args) {
+            Ok(p) => identity_probe = Some(p),
+            Err(e) => omitted.push(format!("identity probe: {e:#}")),
+        }
+    }
+    let adversary = adversary_accuracy(&args.run)?;
+
     let mut analysis = None;
     if let (Some(set), Some(fp)) = (&set, &features_path) {
         let dir = files.join("analysis");
@@ -526,6 +569,8 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
         training_steps_logged: logged,
         verification,
         attributes: attrs,
+        identity_probe,
+        adversary,
         analysis,
         edits,
         figures,
@@ -663,6 +708,27 @@ pub fn markdown(r: &ReportJson, rel_dir: &str) -> String {
         if !a.factors.is_empty() {
             let _ = writeln!(md, "Held-out R² of each continuous factor regressed (ridge) on the features: how much of it each feature explains.\n");
             let _ = writeln!(md, "{}", attributes::factor_table(a).to_markdown());
+        }
+    }
+    if r.identity_probe.is_some() || r.adversary.is_some() {
+        let _ = writeln!(md, "## Identity left in each feature\n");
+        if let Some(a) = &r.adversary {
+            let _ = writeln!(
+                md,
+                "The model's adversary W_P classifies {} of validation images by identity from f_P (step {}{}).\n",
+                percent(a.accuracy),
+                a.step,
+                a.chance.map_or(String::new(), |c| format!(", chance {}", percent(c)))
+            );
+        }
+        if let Some(p) = &r.identity_probe {
+            let _ = writeln!(
+                md,
+                "A fresh linear probe (one-vs-rest SVMs, C = {}) trained on the {} identities of `{}` ({} rows), scored on {} rows of `{}`: \
+                 the adversary is fooled by construction, a new probe is not.\n",
+                p.c, p.identities, p.train_split, p.train_rows, p.test_rows, p.test_split
+            );
+            let _ = writeln!(md, "{}", probe::table(p).to_markdown());
         }
     }
     if let Some(a) = &r.analysis {

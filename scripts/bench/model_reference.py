@@ -206,7 +206,7 @@ class D2ae(nn.Module):
         if "recon_aug" in out:
             terms["l_x_aug"] = 0.5 * (images - out["recon_aug"]).square().sum() / b
         total = cfg["lambda_t"] * terms["l_t"]
-        for k, w in [("l_adv", cfg["lambda_p"]), ("l_h", cfg["lambda_p"]),
+        for k, w in [("l_adv", cfg.get("adversary_weight", cfg["lambda_p"])), ("l_h", cfg["lambda_p"]),
                      ("l_x", lam_x), ("l_x_aug", lam_x)]:
             if k in terms:
                 total = total + w * terms[k]

@@ -69,6 +69,7 @@ pub struct TrainConfig {
     /// Loss weights and feature size; `None` keeps the preset's value.
     pub lambda_t: Option<f64>,
     pub lambda_p: Option<f64>,
+    pub lambda_adv: Option<f64>,
     pub lambda_x: Option<f64>,
     pub feature_dim: Option<i64>,
 }
@@ -109,6 +110,7 @@ impl TrainConfig {
             threads: 0,
             lambda_t: None,
             lambda_p: None,
+            lambda_adv: None,
             lambda_x: None,
             feature_dim: None,
         }
@@ -233,6 +235,10 @@ pub struct ConfigOverrides {
     /// Weight of L_T^adv + L_H [default: the preset's, 0.1].
     #[arg(long)]
     pub lambda_p: Option<f64>,
+    /// Weight of L_T^adv alone, i.e. the adversary W_P's learning speed [default: λ_P, as in
+    /// eq. 6]. Short runs need a faster adversary than the paper's 0.1 (docs/TRAINING.md).
+    #[arg(long)]
+    pub lambda_adv: Option<f64>,
     /// Weight of L_X + L̃_X [default: the preset's].
     #[arg(long)]
     pub lambda_x: Option<f64>,
@@ -284,7 +290,15 @@ impl ConfigOverrides {
         macro_rules! set_opt {
             ($($field:ident),*) => { $( if self.$field.is_some() { cfg.$field = self.$field.clone(); } )* };
         }
-        set_opt!(steps, lambda_t, lambda_p, lambda_x, feature_dim, endpoint);
+        set_opt!(
+            steps,
+            lambda_t,
+            lambda_p,
+            lambda_adv,
+            lambda_x,
+            feature_dim,
+            endpoint
+        );
     }
 }
 

@@ -87,6 +87,9 @@ pub fn model_config(cfg: &TrainConfig) -> Result<ModelConfig> {
     if let Some(v) = cfg.lambda_p {
         m.lambda_p = v;
     }
+    if let Some(v) = cfg.lambda_adv {
+        m.adversary_weight = Some(v);
+    }
     if let Some(v) = cfg.lambda_x {
         // λ_X = recon_weight / (H·W): keep the user's λ_X exactly.
         m.recon_weight = v * (m.image_size * m.image_size) as f64;

@@ -33,6 +33,14 @@ pub struct ModelConfig {
     pub lambda_t: f64,
     /// λ_P of eq. 6 (weights both L_T^adv and L_H).
     pub lambda_p: f64,
+    /// Weight of L_T^adv when it should differ from λ_P (`None`: λ_P, as in eq. 6).
+    ///
+    /// L_T^adv reaches only the adversary W_P (f_P is detached there), so this weight is W_P's
+    /// learning rate relative to the branch that fools it. At the paper's λ_P = 0.1 the adversary
+    /// learns 10× slower than W_T; over a short run it never catches up, and a freshly trained
+    /// probe then finds identity in f_P that the adversary missed (see docs/TRAINING.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversary_weight: Option<f64>,
     /// Reconstruction weight per pixel: λ_X = `recon_weight` / (image_size²).
     ///
     /// The paper's λ_X = 1.81e-5 ≈ 1/235², which turns the pixel sum of eq. 4 into a per-pixel
@@ -186,6 +194,7 @@ impl ModelConfig {
             baseline: false,
             lambda_t: 1.0,
             lambda_p: 0.1,
+            adversary_weight: None,
             // 1.81e-5 · 235², so λ_X = 1.81e-5 exactly as in the paper.
             recon_weight: 0.999_572_5,
         }
@@ -225,6 +234,7 @@ impl ModelConfig {
             baseline: false,
             lambda_t: 1.0,
             lambda_p: 0.1,
+            adversary_weight: None,
             recon_weight: 1.0,
         }
     }
@@ -252,6 +262,11 @@ impl ModelConfig {
             Ablation::Baseline => self.baseline = true,
         }
         self
+    }
+
+    /// The weight of L_T^adv: [`ModelConfig::adversary_weight`], else λ_P.
+    pub fn lambda_adv(&self) -> f64 {
+        self.adversary_weight.unwrap_or(self.lambda_p)
     }
 
     /// λ_X of eq. 6: `recon_weight` per pixel of the input resolution.
@@ -347,6 +362,7 @@ impl ModelConfig {
         for (field, v) in [
             ("lambda_t", self.lambda_t),
             ("lambda_p", self.lambda_p),
+            ("adversary_weight", self.lambda_adv()),
             ("recon_weight", self.recon_weight),
         ] {
             if !(v.is_finite() && v >= 0.0) {
@@ -448,5 +464,23 @@ mod tests {
         let err = bad.validate().unwrap_err().to_string();
         assert!(err.contains("decoder.stages"), "{err}");
         assert!(ModelConfig::preset("huge").is_err());
+    }
+
+    #[test]
+    fn adversary_weight_defaults_to_lambda_p_and_is_optional_in_json() {
+        let cfg = ModelConfig::small();
+        assert_eq!(cfg.lambda_adv(), cfg.lambda_p);
+        let json = serde_json::to_string(&cfg).unwrap();
+        // Configs written before the field existed (and the paper's) do not name it.
+        assert!(!json.contains("adversary_weight"), "{json}");
+        let mut fast = cfg.clone();
+        fast.adversary_weight = Some(2.0);
+        assert_eq!(fast.lambda_adv(), 2.0);
+        let back: ModelConfig =
+            serde_json::from_str(&serde_json::to_string(&fast).unwrap()).unwrap();
+        assert_eq!(back, fast);
+        fast.adversary_weight = Some(-1.0);
+        let err = fast.validate().unwrap_err().to_string();
+        assert!(err.contains("adversary_weight"), "{err}");
     }
 }

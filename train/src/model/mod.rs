@@ -140,7 +140,8 @@ pub struct LossTerms {
     pub l_x: Option<Tensor>,
     /// L̃_X: the same for D(f̃_T, f̃_P).
     pub l_x_aug: Option<Tensor>,
-    /// λ_T·L_T + λ_P·(L_T^adv + L_H) + λ_X·(L_X + L̃_X): the one tensor to call `backward` on.
+    /// λ_T·L_T + λ_P·(L_T^adv + L_H) + λ_X·(L_X + L̃_X) (L_T^adv weighted by
+    /// [`ModelConfig::lambda_adv`]): the one tensor to call `backward` on.
     pub total: Tensor,
     /// Identity accuracy of W_T on this batch.
     pub acc_t: Tensor,
@@ -359,7 +360,7 @@ impl D2ae {
             .map(|r| losses::reconstruction(images, r));
         let mut total = &l_t * cfg.lambda_t;
         for (term, weight) in [
-            (&l_adv, cfg.lambda_p),
+            (&l_adv, cfg.lambda_adv()),
             (&l_h, cfg.lambda_p),
             (&l_x, cfg.lambda_x()),
             (&l_x_aug, cfg.lambda_x()),
