@@ -1,20 +1,19 @@
-//! Batch stage: decoded samples back in slot order, packed into contiguous [`Batch`]es and queued
-//! for the consumer.
+//! Batches: the [`Batch`] the trainer gets, how a decode thread opens one and finishes it, and the
+//! batch stage that puts finished batches back in order and queues them for the consumer.
 //!
-//! Decode threads finish out of order; results are held in a reorder map (bounded by the job
-//! window) until the next expected sequence number arrives. A slot whose sample was unreadable is
-//! filled with a copy of another sample of the same batch under `Drop`/`Pad`, so every rank still
-//! yields full batches and the same number of them; under `Keep` the batch just gets shorter.
+//! Decode threads each decode whole batches and finish out of order; the batch stage holds results
+//! in a reorder map (bounded by the job window) until the next expected sequence number arrives. A
+//! slot whose sample was unreadable is filled with a copy of another sample of the same batch
+//! under `Drop`/`Pad`, so every rank still yields full batches and the same number of them; under
+//! `Keep` the batch just gets shorter.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::config::{Layout, Remainder};
-use crate::decode::DecodedSample;
 use crate::error::LoaderError;
 use crate::metrics::{Counters, StageGuard};
-use crate::plan::RankPlan;
 use crate::stage::{Done, Outcome};
 
 /// A batch of images with their labels, as the trainer consumes it.
@@ -69,8 +68,9 @@ impl Batch {
 }
 
 /// Fixed facts of the batches this loader makes.
+#[derive(Debug, Clone)]
 pub(crate) struct BatchSpec {
-    pub plan: RankPlan,
+    pub remainder: Remainder,
     pub height: u32,
     pub width: u32,
     pub layout: Layout,
@@ -78,12 +78,106 @@ pub(crate) struct BatchSpec {
     pub num_factors: usize,
 }
 
-/// (epoch, batch, its slots so far; `None` for an unreadable sample).
-type OpenBatch = (u64, u64, Vec<Option<Box<DecodedSample>>>);
+impl BatchSpec {
+    /// A batch of `n` blank slots for a decode thread to write into.
+    pub fn open(&self, epoch: u64, batch: u64, n: usize) -> Batch {
+        let image_len = self.height as usize * self.width as usize * 3;
+        Batch {
+            images: vec![0; n * image_len],
+            n,
+            height: self.height,
+            width: self.width,
+            layout: self.layout,
+            identities: vec![0; n],
+            attributes: vec![0; n * self.num_attributes],
+            num_attributes: self.num_attributes,
+            factors: vec![f32::NAN; n * self.num_factors],
+            num_factors: self.num_factors,
+            keys: vec![String::new(); n],
+            sources: vec![String::new(); n],
+            epoch,
+            batch_in_epoch: batch,
+            filled: 0,
+        }
+    }
 
-/// The batch stage's thread body.
+    /// Deal with the slots that are not `good` (their sample was lost or unreadable): under
+    /// `Drop`/`Pad` each repeats the nearest readable slot before it (or the first one after);
+    /// under `Keep` they are removed.
+    pub fn finish(&self, mut b: Batch, good: &[bool]) -> Outcome {
+        let Some(first_good) = good.iter().position(|&g| g) else {
+            return match self.remainder {
+                Remainder::Keep => Outcome::Empty,
+                Remainder::Drop | Remainder::Pad => Outcome::Fatal(LoaderError::EmptyBatch {
+                    epoch: b.epoch,
+                    batch: b.batch_in_epoch,
+                }),
+            };
+        };
+        match self.remainder {
+            Remainder::Keep => {
+                let mut kept = 0;
+                for i in (0..b.n).filter(|&i| good[i]) {
+                    if i != kept {
+                        b.move_slot(i, kept);
+                    }
+                    kept += 1;
+                }
+                b.truncate(kept);
+            }
+            Remainder::Drop | Remainder::Pad => {
+                let mut last = first_good;
+                for (i, &g) in good.iter().enumerate() {
+                    if g {
+                        last = i;
+                    } else {
+                        b.copy_slot(last, i);
+                        b.filled += 1;
+                    }
+                }
+            }
+        }
+        Outcome::Batch(b)
+    }
+}
+
+impl Batch {
+    /// Slot `to` becomes a copy of slot `from`.
+    fn copy_slot(&mut self, from: usize, to: usize) {
+        let len = self.image_len();
+        self.images
+            .copy_within(from * len..(from + 1) * len, to * len);
+        let a = self.num_attributes;
+        self.attributes
+            .copy_within(from * a..(from + 1) * a, to * a);
+        let f = self.num_factors;
+        self.factors.copy_within(from * f..(from + 1) * f, to * f);
+        self.identities[to] = self.identities[from];
+        self.keys[to] = self.keys[from].clone();
+        self.sources[to] = self.sources[from].clone();
+    }
+
+    /// Like [`Batch::copy_slot`], leaving `from`'s strings empty (it is about to be dropped).
+    fn move_slot(&mut self, from: usize, to: usize) {
+        self.copy_slot(from, to);
+        self.keys[to] = std::mem::take(&mut self.keys[from]);
+        self.sources[to] = std::mem::take(&mut self.sources[from]);
+    }
+
+    /// Keep the first `n` slots.
+    fn truncate(&mut self, n: usize) {
+        self.images.truncate(n * self.image_len());
+        self.identities.truncate(n);
+        self.attributes.truncate(n * self.num_attributes);
+        self.factors.truncate(n * self.num_factors);
+        self.keys.truncate(n);
+        self.sources.truncate(n);
+        self.n = n;
+    }
+}
+
+/// The batch stage's thread body: finished batches back in `seq` order, onto the prefetch queue.
 pub(crate) fn batch_worker(
-    spec: BatchSpec,
     done: async_channel::Receiver<Done>,
     out: async_channel::Sender<Result<Batch, LoaderError>>,
     counters: Arc<Counters>,
@@ -91,124 +185,94 @@ pub(crate) fn batch_worker(
     let _guard = StageGuard::new(&counters);
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next_seq = 0u64;
-    let mut open: Option<OpenBatch> = None;
     while let Ok(msg) = done.recv_blocking() {
         pending.insert(msg.seq, msg);
-        while let Some(msg) = pending.remove(&next_seq) {
+        while let Some(Done {
+            outcome, permit, ..
+        }) = pending.remove(&next_seq)
+        {
             next_seq += 1;
-            let Done {
-                epoch,
-                slot,
-                outcome,
-                permit,
-                ..
-            } = msg;
             drop(permit);
-            let sample = match outcome {
-                Outcome::Fatal(err) => {
-                    let _ = out.send_blocking(Err(err));
-                    return;
-                }
-                Outcome::Decoded(s) => Some(s),
-                Outcome::Skipped => None,
-            };
-            let b = spec.plan.batch_size;
-            let (batch, pos) = (slot / b, slot % b);
-            let entry = open.get_or_insert_with(|| (epoch, batch, Vec::with_capacity(b as usize)));
-            if (entry.0, entry.1) != (epoch, batch) || entry.2.len() as u64 != pos {
-                let err = LoaderError::Pipeline(format!(
-                    "slot {slot} of epoch {epoch} arrived out of order (open batch {} of epoch {})",
-                    entry.1, entry.0
-                ));
-                let _ = out.send_blocking(Err(err));
-                return;
-            }
-            entry.2.push(sample);
-            if entry.2.len() as u64 == spec.plan.batch_len(batch) {
-                let (epoch, batch, samples) = open.take().expect("open batch");
-                let result = match assemble(&spec, epoch, batch, samples) {
-                    Some(result) => result,
-                    None => continue,
-                };
-                if let Ok(b) = &result {
+            let result = match outcome {
+                Outcome::Batch(b) => {
                     counters
                         .samples_filled
                         .fetch_add(b.filled as u64, Ordering::Relaxed);
+                    Ok(b)
                 }
-                let stop = result.is_err();
-                if out.send_blocking(result).is_err() || stop {
-                    return;
-                }
+                Outcome::Empty => continue,
+                Outcome::Fatal(err) => Err(err),
+            };
+            let stop = result.is_err();
+            if out.send_blocking(result).is_err() || stop {
+                return;
             }
         }
     }
 }
 
-/// Pack one batch; `None` when a `Keep` batch has nothing readable (nothing to send).
-fn assemble(
-    spec: &BatchSpec,
-    epoch: u64,
-    batch: u64,
-    samples: Vec<Option<Box<DecodedSample>>>,
-) -> Option<Result<Batch, LoaderError>> {
-    let good: Vec<usize> = (0..samples.len())
-        .filter(|&i| samples[i].is_some())
-        .collect();
-    let (order, filled): (Vec<usize>, usize) = match spec.plan.remainder {
-        Remainder::Keep => {
-            if good.is_empty() {
-                return None;
-            }
-            (good, 0)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(remainder: Remainder) -> BatchSpec {
+        BatchSpec {
+            remainder,
+            height: 1,
+            width: 1,
+            layout: Layout::Nhwc,
+            num_attributes: 1,
+            num_factors: 1,
         }
-        Remainder::Drop | Remainder::Pad => {
-            let Some(&first_good) = good.first() else {
-                return Some(Err(LoaderError::EmptyBatch { epoch, batch }));
-            };
-            // A lost slot repeats the nearest readable sample before it (or the first one after).
-            let mut last = first_good;
-            let order = (0..samples.len())
-                .map(|i| {
-                    if samples[i].is_some() {
-                        last = i;
-                    }
-                    if samples[i].is_some() {
-                        i
-                    } else {
-                        last
-                    }
-                })
-                .collect();
-            (order, samples.len() - good.len())
-        }
-    };
-    let n = order.len();
-    let image_len = spec.height as usize * spec.width as usize * 3;
-    let mut b = Batch {
-        images: Vec::with_capacity(n * image_len),
-        n,
-        height: spec.height,
-        width: spec.width,
-        layout: spec.layout,
-        identities: Vec::with_capacity(n),
-        attributes: Vec::with_capacity(n * spec.num_attributes),
-        num_attributes: spec.num_attributes,
-        factors: Vec::with_capacity(n * spec.num_factors),
-        num_factors: spec.num_factors,
-        keys: Vec::with_capacity(n),
-        sources: Vec::with_capacity(n),
-        epoch,
-        batch_in_epoch: batch,
-        filled,
-    };
-    for i in order {
-        let s = samples[i].as_ref().expect("index of a readable sample");
-        b.images.extend_from_slice(&s.pixels);
-        b.identities.push(s.identity);
-        b.attributes.extend_from_slice(&s.attributes);
-        b.factors.extend_from_slice(&s.factors);
-        b.keys.push(s.key.clone());
-        b.sources.push(s.source.clone());
     }
-    Some(Ok(b))
+
+    /// A batch whose slot i has pixels [i; 3], identity i, key "i".
+    fn numbered(spec: &BatchSpec, n: usize) -> Batch {
+        let mut b = spec.open(0, 0, n);
+        for i in 0..n {
+            b.images[i * 3..i * 3 + 3].fill(i as u8);
+            b.identities[i] = i as i64;
+            b.attributes[i] = i as i8;
+            b.factors[i] = i as f32;
+            b.keys[i] = i.to_string();
+        }
+        b
+    }
+
+    fn batch(outcome: Outcome) -> Batch {
+        match outcome {
+            Outcome::Batch(b) => b,
+            _ => panic!("expected a batch"),
+        }
+    }
+
+    #[test]
+    fn drop_and_pad_fill_lost_slots_from_the_nearest_readable_one_before() {
+        let s = spec(Remainder::Drop);
+        let b = batch(s.finish(numbered(&s, 5), &[false, true, false, false, true]));
+        assert_eq!(b.identities, vec![1, 1, 1, 1, 4]);
+        assert_eq!(b.images, vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 4, 4]);
+        assert_eq!(b.keys, vec!["1", "1", "1", "1", "4"]);
+        assert_eq!((b.n, b.filled), (5, 3));
+        assert!(matches!(
+            s.finish(numbered(&s, 2), &[false, false]),
+            Outcome::Fatal(LoaderError::EmptyBatch { .. })
+        ));
+    }
+
+    #[test]
+    fn keep_removes_lost_slots() {
+        let s = spec(Remainder::Keep);
+        let b = batch(s.finish(numbered(&s, 5), &[false, true, false, true, true]));
+        assert_eq!(b.identities, vec![1, 3, 4]);
+        assert_eq!(b.images, vec![1, 1, 1, 3, 3, 3, 4, 4, 4]);
+        assert_eq!(b.attributes, vec![1, 3, 4]);
+        assert_eq!(b.factors, vec![1.0, 3.0, 4.0]);
+        assert_eq!(b.keys, vec!["1", "3", "4"]);
+        assert_eq!((b.n, b.filled), (3, 0));
+        assert!(matches!(
+            s.finish(numbered(&s, 2), &[false, false]),
+            Outcome::Empty
+        ));
+    }
 }

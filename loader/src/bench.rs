@@ -87,7 +87,7 @@ pub fn memory_bound(
     let s_stored = u64::from(stored.0) * u64::from(stored.1) * 3;
     let b = config.batch_size as u64;
     let t = config.decode_threads as u64;
-    let window = 2 * b.min(256) + 4 * t;
+    let window = crate::loader::job_window(config.decode_threads) as u64;
     let readers =
         (config.readahead_shards as u64 + 1) * ((SHARD_QUEUE as u64 + 2) * s_raw + READER_OVERHEAD);
     let shuffle_buffer = if config.shuffle {
@@ -96,8 +96,9 @@ pub fn memory_bound(
         0
     };
     let padding = (b + 1) * s_raw;
-    let in_flight = window * (s_raw + s_img);
-    let decode_scratch = t * (s_stored + 2 * s_img);
+    // Batch jobs in the window, plus the one the order stage is gathering.
+    let in_flight = (window + 1) * b * s_raw + window * b * s_img;
+    let decode_scratch = t * (s_stored + s_img);
     let batches = (config.prefetch_batches as u64 + 2) * b * s_img;
     MemoryBound {
         readers,
@@ -259,9 +260,10 @@ pub async fn raw_decode(
     let cpu0 = thread_cpu_time();
     let mut n = 0u64;
     let mut checksum = 0u64;
+    let mut px = vec![0u8; w as usize * h as usize * 3];
     for _ in 0..passes {
         for (i, (kind, bytes)) in images.iter().enumerate() {
-            if let Ok(px) = decoder.pixels(*kind, bytes, i as u64) {
+            if decoder.pixels_into(*kind, bytes, i as u64, &mut px).is_ok() {
                 checksum = checksum.wrapping_add(u64::from(px[px.len() / 2]));
                 n += 1;
             }

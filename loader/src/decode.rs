@@ -5,6 +5,7 @@
 //! JPEGs go through libjpeg-turbo (`turbojpeg`); when the output is at most half the stored size
 //! the DCT itself scales by ½, ¼ or ⅛ (several times cheaper than a full decode and a resize), and
 //! `fast_image_resize` finishes the remaining factor. PNGs (lossless samples) go through `image`.
+//! Each thread decodes whole batches, every image straight into its slot of the batch buffer.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,25 +16,12 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use turbojpeg::{Decompressor, PixelFormat, ScalingFactor};
 
+use crate::batch::{Batch, BatchSpec};
 use crate::config::{Augment, Layout};
 use crate::error::SampleFault;
 use crate::metrics::{Counters, StageGuard};
 use crate::sample::{ImageKind, RawSample};
-use crate::stage::{Done, Job, JobKind, Outcome};
-
-/// One decoded sample, ready to be copied into a batch.
-#[derive(Debug, Clone)]
-pub struct DecodedSample {
-    /// `3×H×W` or `H×W×3` bytes, per the configured layout.
-    pub pixels: Vec<u8>,
-    pub identity: i64,
-    /// ±1 per index attribute, 0 when the sample does not say.
-    pub attributes: Vec<i8>,
-    /// Per index factor, NaN when the sample does not say.
-    pub factors: Vec<f32>,
-    pub key: String,
-    pub source: String,
-}
+use crate::stage::{Done, Job, JobKind, Outcome, Slot};
 
 /// What every decode thread needs to know.
 #[derive(Debug, Clone)]
@@ -69,8 +57,15 @@ impl ImageDecoder {
         })
     }
 
-    /// Decode, check and label one sample; `aug_seed` drives its augmentation.
-    pub fn decode(&mut self, raw: &RawSample, aug_seed: u64) -> Result<DecodedSample, SampleFault> {
+    /// Decode, check and label one sample into slot `i` of `batch`; `aug_seed` drives its
+    /// augmentation. On error the slot holds garbage and must be filled or dropped.
+    pub(crate) fn decode_into(
+        &mut self,
+        raw: &RawSample,
+        aug_seed: u64,
+        batch: &mut Batch,
+        i: usize,
+    ) -> Result<(), SampleFault> {
         let (kind, bytes) = raw
             .image
             .as_ref()
@@ -92,40 +87,46 @@ impl ImageDecoder {
                 meta.identity
             )));
         }
-        let pixels = self.pixels(*kind, bytes, aug_seed)?;
-        let attributes = self
-            .spec
-            .attributes
-            .iter()
-            .map(|name| match meta.attributes.get(name) {
+        let len = batch.image_len();
+        self.pixels_into(
+            *kind,
+            bytes,
+            aug_seed,
+            &mut batch.images[i * len..(i + 1) * len],
+        )?;
+        let na = batch.num_attributes;
+        for (a, name) in batch.attributes[i * na..(i + 1) * na]
+            .iter_mut()
+            .zip(self.spec.attributes.iter())
+        {
+            *a = match meta.attributes.get(name) {
                 Some(true) => 1,
                 Some(false) => -1,
                 None => 0,
-            })
-            .collect();
-        let factors = self
-            .spec
-            .factors
-            .iter()
-            .map(|name| meta.factors.get(name).copied().unwrap_or(f32::NAN))
-            .collect();
-        Ok(DecodedSample {
-            pixels,
-            identity: cls,
-            attributes,
-            factors,
-            key: raw.key.clone(),
-            source: meta.source,
-        })
+            };
+        }
+        let nf = batch.num_factors;
+        for (f, name) in batch.factors[i * nf..(i + 1) * nf]
+            .iter_mut()
+            .zip(self.spec.factors.iter())
+        {
+            *f = meta.factors.get(name).copied().unwrap_or(f32::NAN);
+        }
+        batch.identities[i] = cls;
+        batch.keys[i].clone_from(&raw.key);
+        batch.sources[i] = meta.source;
+        Ok(())
     }
 
-    /// Decode, resize to the output size and augment into the output layout.
-    pub fn pixels(
+    /// Decode, resize to the output size and augment into `out` (`width × height × 3` bytes in
+    /// the output layout).
+    pub fn pixels_into(
         &mut self,
         kind: ImageKind,
         bytes: &[u8],
         aug_seed: u64,
-    ) -> Result<Vec<u8>, SampleFault> {
+        out: &mut [u8],
+    ) -> Result<(), SampleFault> {
         let (w, h) = match kind {
             ImageKind::Jpeg => self.decode_jpeg(bytes)?,
             ImageKind::Png => self.decode_png(bytes)?,
@@ -146,7 +147,6 @@ impl ImageDecoder {
                 .map_err(|e| SampleFault::BadImage(format!("resize: {e}")))?;
             &self.resized
         };
-        let mut out = vec![0u8; tw as usize * th as usize * 3];
         let (flip, dx, dy) = augment_draw(&self.spec.augment, aug_seed);
         write_augmented(
             src,
@@ -156,9 +156,9 @@ impl ImageDecoder {
             dx,
             dy,
             self.spec.layout,
-            &mut out,
+            out,
         );
-        Ok(out)
+        Ok(())
     }
 
     /// Decode into `self.decoded`, DCT-scaled as far as the output size allows.
@@ -229,6 +229,10 @@ fn augment_draw(augment: &Augment, seed: u64) -> (bool, i64, i64) {
 
 /// Copy an RGB `w×h` image into `out` in `layout`, mirrored if `flip`, shifted by `(dx, dy)` with
 /// the edge pixels repeated into the uncovered border.
+///
+/// Row by row, the covered span of each output row reads one contiguous run of source pixels
+/// (backwards when flipped), so that loop has no index table and no bounds checks and compiles to
+/// straight copies / de-interleaving; only the few border pixels go through the clamp.
 #[allow(clippy::too_many_arguments)]
 fn write_augmented(
     src: &[u8],
@@ -240,49 +244,88 @@ fn write_augmented(
     layout: Layout,
     out: &mut [u8],
 ) {
-    let identity = !flip && dx == 0 && dy == 0;
-    if identity && layout == Layout::Nhwc {
-        out.copy_from_slice(&src[..w * h * 3]);
+    let (wi, plane) = (w as i64, w * h);
+    let out = &mut out[..plane * 3];
+    if !flip && dx == 0 && dy == 0 && layout == Layout::Nhwc {
+        out.copy_from_slice(&src[..plane * 3]);
         return;
     }
-    // Source column of each output column, computed once per image.
-    let cols: Vec<usize> = (0..w as i64)
-        .map(|x| {
-            let x = if flip { w as i64 - 1 - x } else { x };
-            (x - dx).clamp(0, w as i64 - 1) as usize * 3
-        })
-        .collect();
-    let plane = w * h;
+    // Source column of output column x (clamped), and the output span [lo, hi) that needs no clamp.
+    let col = |x: i64| {
+        let x = if flip { wi - 1 - x } else { x };
+        (x - dx).clamp(0, wi - 1) as usize
+    };
+    let (lo, hi) = if flip {
+        ((-dx).clamp(0, wi), (wi - dx).clamp(0, wi))
+    } else {
+        (dx.clamp(0, wi), (wi + dx).clamp(0, wi))
+    };
+    let (lo, hi) = (lo as usize, hi.max(lo) as usize);
+    // The covered span's source pixels, in source order.
+    let run = if hi > lo {
+        col(lo as i64).min(col(hi as i64 - 1))
+    } else {
+        0
+    };
+    let run = run * 3..(run + hi - lo) * 3;
     for y in 0..h {
         let sy = (y as i64 - dy).clamp(0, h as i64 - 1) as usize;
         let row = &src[sy * w * 3..(sy + 1) * w * 3];
+        let border = (0..lo).chain(hi..w);
         match layout {
             Layout::Nhwc => {
                 let dst = &mut out[y * w * 3..(y + 1) * w * 3];
-                for (d, &c) in dst.chunks_exact_mut(3).zip(&cols) {
-                    d.copy_from_slice(&row[c..c + 3]);
+                for x in border {
+                    let c = col(x as i64) * 3;
+                    dst[x * 3..x * 3 + 3].copy_from_slice(&row[c..c + 3]);
+                }
+                let (dst, src) = (&mut dst[lo * 3..hi * 3], &row[run.clone()]);
+                if flip {
+                    for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3).rev()) {
+                        d.copy_from_slice(s);
+                    }
+                } else {
+                    dst.copy_from_slice(src);
                 }
             }
             Layout::Nchw => {
                 let (r, rest) = out.split_at_mut(plane);
                 let (g, b) = rest.split_at_mut(plane);
                 let span = y * w..(y + 1) * w;
-                let planes = r[span.clone()]
-                    .iter_mut()
-                    .zip(&mut g[span.clone()])
-                    .zip(&mut b[span]);
-                for (((r, g), b), &c) in planes.zip(&cols) {
-                    let px = &row[c..c + 3];
-                    (*r, *g, *b) = (px[0], px[1], px[2]);
+                let (r, g, b) = (&mut r[span.clone()], &mut g[span.clone()], &mut b[span]);
+                for x in border {
+                    let c = col(x as i64) * 3;
+                    (r[x], g[x], b[x]) = (row[c], row[c + 1], row[c + 2]);
+                }
+                let (r, g, b) = (&mut r[lo..hi], &mut g[lo..hi], &mut b[lo..hi]);
+                let src = &row[run.clone()];
+                if flip {
+                    deinterleave(src.chunks_exact(3).rev(), r, g, b);
+                } else {
+                    deinterleave(src.chunks_exact(3), r, g, b);
                 }
             }
         }
     }
 }
 
-/// A decode thread: jobs in, outcomes out, until either side closes.
+/// RGB pixels into three planes.
+#[inline(always)]
+fn deinterleave<'a>(
+    pixels: impl Iterator<Item = &'a [u8]>,
+    r: &mut [u8],
+    g: &mut [u8],
+    b: &mut [u8],
+) {
+    for (((px, r), g), b) in pixels.zip(r).zip(g.iter_mut()).zip(b.iter_mut()) {
+        (*r, *g, *b) = (px[0], px[1], px[2]);
+    }
+}
+
+/// A decode thread: batch jobs in, finished batches out, until either side closes.
 pub(crate) fn decode_worker(
     spec: DecodeSpec,
+    batches: BatchSpec,
     jobs: async_channel::Receiver<Job>,
     done: async_channel::Sender<Done>,
     counters: Arc<Counters>,
@@ -296,55 +339,70 @@ pub(crate) fn decode_worker(
         }
     };
     while let Ok(job) = jobs.recv_blocking() {
-        let outcome = match job.kind {
-            JobKind::Fatal(err) => Outcome::Fatal(err),
-            JobKind::Lost { shard, key } => {
-                counters.samples_lost.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%shard, key = key.as_deref().unwrap_or("?"), "sample lost with its shard");
-                Outcome::Skipped
+        let outcome = match (job.kind, decoder.as_mut()) {
+            (JobKind::Fatal(err), _) => Outcome::Fatal(err),
+            (JobKind::Batch { .. }, None) => {
+                Outcome::Fatal(crate::LoaderError::Pipeline("no JPEG decoder".into()))
             }
-            JobKind::Sample {
-                shard,
-                sample,
-                aug_seed,
-            } => {
-                let Some(decoder) = decoder.as_mut() else {
-                    let err = crate::LoaderError::Pipeline("no JPEG decoder".into());
-                    let _ = done.send_blocking(Done {
-                        seq: job.seq,
-                        epoch: job.epoch,
-                        slot: job.slot,
-                        outcome: Outcome::Fatal(err),
-                        permit: job.permit,
-                    });
-                    return;
-                };
+            (
+                JobKind::Batch {
+                    epoch,
+                    batch,
+                    slots,
+                },
+                Some(decoder),
+            ) => {
                 let start = Instant::now();
-                let result = decoder.decode(&sample, aug_seed);
+                let outcome = decode_batch(decoder, &batches, &counters, epoch, batch, slots);
                 counters
                     .decode_ns
                     .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                match result {
-                    Ok(d) => Outcome::Decoded(Box::new(d)),
-                    Err(fault) => {
-                        counters.samples_skipped.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%shard, key = %sample.key, "skipping sample: {fault}");
-                        Outcome::Skipped
-                    }
-                }
+                outcome
             }
         };
+        let stop = matches!(outcome, Outcome::Fatal(_));
         let done_msg = Done {
             seq: job.seq,
-            epoch: job.epoch,
-            slot: job.slot,
             outcome,
             permit: job.permit,
         };
-        if done.send_blocking(done_msg).is_err() {
+        if done.send_blocking(done_msg).is_err() || stop {
             return;
         }
     }
+}
+
+/// Decode every slot of one batch into a fresh batch buffer.
+fn decode_batch(
+    decoder: &mut ImageDecoder,
+    spec: &BatchSpec,
+    counters: &Counters,
+    epoch: u64,
+    batch: u64,
+    slots: Vec<Slot>,
+) -> Outcome {
+    let mut b = spec.open(epoch, batch, slots.len());
+    let mut good = vec![false; slots.len()];
+    for (i, slot) in slots.into_iter().enumerate() {
+        match slot {
+            Slot::Lost { shard } => {
+                counters.samples_lost.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%shard, "sample lost with its shard");
+            }
+            Slot::Sample {
+                shard,
+                sample,
+                aug_seed,
+            } => match decoder.decode_into(&sample, aug_seed, &mut b, i) {
+                Ok(()) => good[i] = true,
+                Err(fault) => {
+                    counters.samples_skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%shard, key = %sample.key, "skipping sample: {fault}");
+                }
+            },
+        }
+    }
+    spec.finish(b, &good)
 }
 
 #[cfg(test)]
@@ -376,6 +434,52 @@ mod tests {
         assert_eq!(red, vec![0, 0, 10, 0, 0, 10]);
         write_augmented(&src, w, h, false, 0, 0, Layout::Nchw, &mut out);
         assert_eq!(&out[w * h..2 * w * h], &[0, 10, 20, 1, 11, 21]);
+    }
+
+    /// The plain per-pixel definition `write_augmented` must match.
+    fn reference(
+        src: &[u8],
+        w: usize,
+        h: usize,
+        flip: bool,
+        dx: i64,
+        dy: i64,
+        layout: Layout,
+    ) -> Vec<u8> {
+        let mut out = vec![0u8; w * h * 3];
+        for y in 0..h {
+            let sy = (y as i64 - dy).clamp(0, h as i64 - 1) as usize;
+            for x in 0..w {
+                let fx = if flip { w - 1 - x } else { x } as i64;
+                let sx = (fx - dx).clamp(0, w as i64 - 1) as usize;
+                for c in 0..3 {
+                    let v = src[(sy * w + sx) * 3 + c];
+                    match layout {
+                        Layout::Nhwc => out[(y * w + x) * 3 + c] = v,
+                        Layout::Nchw => out[c * w * h + y * w + x] = v,
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn row_spans_match_the_per_pixel_definition() {
+        let (w, h) = (7usize, 5usize);
+        let src: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let mut out = vec![0u8; w * h * 3];
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            for flip in [false, true] {
+                for dx in -9..=9 {
+                    for dy in [-6, -2, 0, 1, 6] {
+                        write_augmented(&src, w, h, flip, dx, dy, layout, &mut out);
+                        let want = reference(&src, w, h, flip, dx, dy, layout);
+                        assert_eq!(out, want, "{layout:?} flip {flip} dx {dx} dy {dy}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

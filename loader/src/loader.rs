@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! shard readers (blocking threads, ≤ readahead+1)   GET stream → zstd → tar → samples
-//!   → order stage (one async task)                   shard order, shuffle buffer, rank slots
-//!   → decode threads (decode_threads)                 JPEG/PNG → resize → augment → layout
-//!   → batch stage (one thread)                        reorder, pack, fill
+//!   → order stage (one async task)                   shard order, shuffle buffer, rank slots,
+//!                                                     gathered into one job per batch
+//!   → decode threads (decode_threads)                 JPEG/PNG → resize → augment → layout,
+//!                                                     straight into the batch buffer; fill
+//!   → batch stage (one thread)                        batches back in order
 //!   → prefetch queue (prefetch_batches)               → next_batch()
 //! ```
 //! Every channel is bounded, so a slow consumer slows the readers instead of filling memory.
@@ -105,10 +107,10 @@ impl Loader {
         let counters = Arc::new(Counters::new());
         let cancel = CancellationToken::new();
         let threads_n = config.decode_threads;
-        let window = Arc::new(Semaphore::new(
-            2 * config.batch_size.min(256) + 4 * threads_n,
-        ));
-        let (job_tx, job_rx) = async_channel::bounded::<Job>(2 * threads_n);
+        // Batch jobs between the order and batch stages: one per decode thread, as many again
+        // queued or finished out of order.
+        let window = Arc::new(Semaphore::new(job_window(threads_n)));
+        let (job_tx, job_rx) = async_channel::bounded::<Job>(threads_n);
         let (done_tx, done_rx) = async_channel::bounded::<Done>(2 * threads_n);
         let (batch_tx, batch_rx) = async_channel::bounded(config.prefetch_batches);
 
@@ -120,31 +122,32 @@ impl Loader {
             attributes: index.attributes.clone().into(),
             factors: index.factors.clone().into(),
         };
-        let mut threads = Vec::with_capacity(threads_n + 1);
-        for i in 0..threads_n {
-            let (spec, jobs, done, counters) = (
-                decode_spec.clone(),
-                job_rx.clone(),
-                done_tx.clone(),
-                Arc::clone(&counters),
-            );
-            threads.push(spawn_thread(format!("d2ae-decode-{i}"), move || {
-                decode_worker(spec, jobs, done, counters)
-            })?);
-        }
-        drop(done_tx);
         let batch_spec = BatchSpec {
-            plan,
+            remainder: config.remainder,
             height,
             width,
             layout: config.layout,
             num_attributes: index.attributes.len(),
             num_factors: index.factors.len(),
         };
+        let mut threads = Vec::with_capacity(threads_n + 1);
+        for i in 0..threads_n {
+            let (spec, batches, jobs, done, counters) = (
+                decode_spec.clone(),
+                batch_spec.clone(),
+                job_rx.clone(),
+                done_tx.clone(),
+                Arc::clone(&counters),
+            );
+            threads.push(spawn_thread(format!("d2ae-decode-{i}"), move || {
+                decode_worker(spec, batches, jobs, done, counters)
+            })?);
+        }
+        drop(done_tx);
         {
             let (done, counters) = (done_rx.clone(), Arc::clone(&counters));
             threads.push(spawn_thread("d2ae-batch".into(), move || {
-                batch_worker(batch_spec, done, batch_tx, counters)
+                batch_worker(done, batch_tx, counters)
             })?);
         }
         let (first_epoch, skip_slots) = if state.batches_done_in_epoch >= batches_per_epoch {
@@ -247,6 +250,11 @@ impl Drop for Loader {
             let _ = t.join();
         }
     }
+}
+
+/// Batch jobs in flight between the order and the batch stage with `decode_threads` threads.
+pub(crate) fn job_window(decode_threads: usize) -> usize {
+    2 * decode_threads
 }
 
 fn split_samples(dataset: &Dataset, config: &LoaderConfig) -> Result<u64, LoaderError> {

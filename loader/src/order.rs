@@ -1,9 +1,10 @@
 //! Order stage: the single sequential task that decides which sample fills which slot.
 //!
 //! It starts shard readers (at most `readahead_shards` ahead of the one it consumes), walks the
-//! epoch's stream of positions, runs the shuffle buffer, keeps this rank's positions and sends
-//! them as [`Job`]s. All randomness that defines order lives here; decode threads only see a
-//! per-sample augmentation seed, so their number and timing cannot change any batch.
+//! epoch's stream of positions, runs the shuffle buffer, keeps this rank's positions, gathers them
+//! into batches and sends each batch as one [`Job`]. All randomness that defines order lives here;
+//! decode threads only see a per-sample augmentation seed, so their number and timing cannot
+//! change any batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::fetch::{read_shard, ShardMsg, ShardSource};
 use crate::metrics::{Counters, StageGuard};
 use crate::plan::{augment_seed, shard_order, RankPlan, ShuffleBuffer};
 use crate::sample::RawSample;
-use crate::stage::{Job, JobKind};
+use crate::stage::{Job, JobKind, Slot};
 
 /// Samples a shard reader may queue ahead of the order stage.
 pub(crate) const SHARD_QUEUE: usize = 32;
@@ -47,27 +48,52 @@ pub(crate) struct OrderStage {
     pub cancel: CancellationToken,
 }
 
-/// The job sender with its sequence counter.
+/// Gathers slots into batch jobs and sends them, numbered.
 struct Sink<'a> {
     jobs: &'a async_channel::Sender<Job>,
     window: &'a Arc<Semaphore>,
     cancel: &'a CancellationToken,
+    plan: RankPlan,
     seq: u64,
+    /// The batch being gathered: (epoch, batch, its slots so far).
+    open: Option<(u64, u64, Vec<Slot>)>,
 }
 
 /// The consumer is gone or the loader is shutting down.
 struct Stopped;
 
 impl Sink<'_> {
-    async fn send(&mut self, epoch: u64, slot: u64, kind: JobKind) -> Result<(), Stopped> {
+    /// Slot `slot` of `epoch`; slots arrive in order, so a batch is complete at its last slot.
+    async fn push(&mut self, epoch: u64, slot: u64, item: Slot) -> Result<(), Stopped> {
+        let batch = slot / self.plan.batch_size;
+        let len = self.plan.batch_len(batch);
+        let open = self
+            .open
+            .get_or_insert_with(|| (epoch, batch, Vec::with_capacity(len as usize)));
+        debug_assert_eq!(
+            (open.0, open.1, open.2.len() as u64),
+            (epoch, batch, slot % self.plan.batch_size)
+        );
+        open.2.push(item);
+        if open.2.len() as u64 == len {
+            let (epoch, batch, slots) = self.open.take().expect("open batch");
+            self.send(JobKind::Batch {
+                epoch,
+                batch,
+                slots,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, kind: JobKind) -> Result<(), Stopped> {
         let permit = tokio::select! {
             p = Arc::clone(self.window).acquire_owned() => p.map_err(|_| Stopped)?,
             _ = self.cancel.cancelled() => return Err(Stopped),
         };
         let job = Job {
             seq: self.seq,
-            epoch,
-            slot,
             kind,
             permit: Some(permit),
         };
@@ -86,7 +112,9 @@ impl OrderStage {
             jobs: &self.jobs,
             window: &self.window,
             cancel: &self.cancel,
+            plan: self.plan,
             seq: 0,
+            open: None,
         };
         let mut epoch = self.first_epoch;
         let mut skip = self.skip_slots;
@@ -94,7 +122,7 @@ impl OrderStage {
             match self.epoch(epoch, skip, &mut sink).await {
                 Ok(None) => {}
                 Ok(Some(fatal)) => {
-                    let _ = sink.send(epoch, u64::MAX, JobKind::Fatal(fatal)).await;
+                    let _ = sink.send(JobKind::Fatal(fatal)).await;
                     return;
                 }
                 Err(Stopped) => return,
@@ -150,7 +178,7 @@ impl OrderStage {
                 if let Some(k) = self.plan.first_pass_slot(q) {
                     if k >= skip {
                         debug_assert_eq!(k, next_slot);
-                        sink.send(epoch, k, self.job_kind(item, epoch, k)).await?;
+                        sink.push(epoch, k, self.slot(item, epoch, k)).await?;
                         next_slot = k + 1;
                     }
                 }
@@ -230,22 +258,19 @@ impl OrderStage {
                 shard: Arc::from("?"),
                 sample: None,
             });
-            sink.send(epoch, k, self.job_kind(item, epoch, k)).await?;
+            sink.push(epoch, k, self.slot(item, epoch, k)).await?;
         }
         Ok(None)
     }
 
-    fn job_kind(&self, item: Item, epoch: u64, slot: u64) -> JobKind {
+    fn slot(&self, item: Item, epoch: u64, slot: u64) -> Slot {
         match item.sample {
-            Some(sample) => JobKind::Sample {
+            Some(sample) => Slot::Sample {
                 shard: item.shard,
                 sample,
                 aug_seed: augment_seed(self.config.seed, epoch, self.plan.virtual_position(slot)),
             },
-            None => JobKind::Lost {
-                shard: item.shard,
-                key: None,
-            },
+            None => Slot::Lost { shard: item.shard },
         }
     }
 }
