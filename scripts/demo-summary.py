@@ -65,6 +65,19 @@ def summarize(report, synth):
                 out["background_r2"] = {
                     k: mean(factors[n].get(k) for n in bg) for k in KINDS if any(k in factors[n] for n in bg)
                 }
+    probe = report.get("identity_probe")
+    if probe:
+        out["identity_probe"] = {
+            "train_split": probe["train_split"],
+            "test_split": probe["test_split"],
+            "identities": probe["identities"],
+            "chance": probe["chance"],
+        }
+        for r in probe["results"]:
+            out["features"][r["feature"]]["identity_probe_accuracy"] = r["accuracy"]
+    adv = report.get("adversary")
+    if adv:
+        out["adversary"] = adv
     if synth:
         out["identity_independent"] = independent
         out["identity_dependent"] = dependent
@@ -141,6 +154,16 @@ def main():
     print(f"\nD2AE on held-out identities (step {s.get('step')}, {s.get('pairs', '—')} pairs, "
           f"{s.get('test_rows', '—')} test images):\n")
     print(table(s))
+    probe, adv = s.get("identity_probe"), s.get("adversary")
+    if probe:
+        accs = ", ".join(
+            f"{NAMES[k].split()[0]} {pct(s['features'][k].get('identity_probe_accuracy')).strip()}%"
+            for k in KINDS if s["features"][k].get("identity_probe_accuracy") is not None
+        )
+        print(f"\nidentity left in each feature: a fresh linear probe over the {probe['identities']} training "
+              f"identities ({probe['test_split']} images) gets {accs} (chance {pct(probe['chance']).strip()}%)")
+    if adv:
+        print(f"the model's adversary W_P on f_P at step {adv['step']}: {pct(adv['accuracy']).strip()}%")
     print(f"\nstage wall times (s): {s['timings_s']}")
     print(f"summary: {out}")
     return 0
