@@ -1,16 +1,23 @@
 //! Face detection with YuNet (libfacedetection) run in pure Rust by `tract-onnx`.
 //!
-//! The model takes a fixed-size BGR image with values 0–255 (`[1,3,S,S]`, S = 640 for the
-//! exports in `shared/data/models/yunet/`) and returns 12 already-sigmoided tensors: `cls`, `obj`,
-//! `bbox` and `kps` at strides 8, 16 and 32. We letterbox the photo exactly as the reference
-//! detections were made: resize to fit with a bilinear (triangle) filter, paste at the top-left on
-//! black. Decoding follows `shared/data/README.md`; greedy NMS follows OpenCV's `FaceDetectorYN`.
+//! The model takes a BGR image with values 0–255 (`[1,3,H,W]`) and returns 12 already-sigmoided
+//! tensors: `cls`, `obj`, `bbox` and `kps` at strides 8, 16 and 32. The exports in
+//! `shared/data/models/yunet/` declare a fixed 640×640 input, but the network is fully
+//! convolutional: once the export's recorded intermediate shapes are ignored, tract compiles it for
+//! any `H × W` that are multiples of 32. The photo is resized to fit `input_size` on its long side
+//! with a bilinear (triangle) filter, as the reference detections were made, pasted at the
+//! top-left on black, and the input is that fitted image padded only with a black margin of
+//! 32–63 px ([`InputShape::Fit`]) instead of to the full square ([`InputShape::Square`], the reference's
+//! letterbox): a 4:3 photo then costs ¾ of the square's inference. Decoding follows
+//! `shared/data/README.md`; greedy NMS follows OpenCV's `FaceDetectorYN`.
 //!
 //! Why tract rather than onnxruntime: no binary downloads, no C++ runtime to ship, and one loaded
-//! model is shared by all worker threads (`Detector` is `Send + Sync`).
+//! model is shared by all worker threads (`Detector` is `Send + Sync`; the plans compiled per input
+//! shape are cached behind a mutex).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fast_image_resize::{self as fr, images::ImageRef, PixelType, ResizeAlg, ResizeOptions};
 use image::RgbImage;
@@ -23,8 +30,22 @@ pub struct DetectorConfig {
     pub score_threshold: f32,
     /// Non-maximum suppression drops a box overlapping a better one by more than this IoU.
     pub nms_iou: f32,
-    /// The model's fixed square input side.
+    /// The long side the photo is resized to for detection (a multiple of 32). 640 is what the
+    /// reference detections used; smaller is faster and finds fewer small faces.
     pub input_size: u32,
+    /// The shape of the model input around the resized photo.
+    pub shape: InputShape,
+}
+
+/// How the resized photo is placed in the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputShape {
+    /// A black margin of 32–63 px on the right and bottom (to a multiple of 32), not the whole
+    /// square: less inference on black.
+    #[default]
+    Fit,
+    /// Letterboxed into `input_size × input_size` (what the reference detections did).
+    Square,
 }
 
 impl Default for DetectorConfig {
@@ -33,6 +54,7 @@ impl Default for DetectorConfig {
             score_threshold: 0.6,
             nms_iou: 0.4,
             input_size: 640,
+            shape: InputShape::Fit,
         }
     }
 }
@@ -91,6 +113,8 @@ pub enum DetectError {
     Load { path: PathBuf, detail: String },
     #[error("face detector {path} lacks output {name:?} (is it a YuNet export?)")]
     MissingOutput { path: PathBuf, name: String },
+    #[error("detector input size must be a positive multiple of 32, got {0}")]
+    InputSize(u32),
     #[error("face detector failed on a {width}x{height} image: {detail}")]
     Run {
         width: u32,
@@ -103,8 +127,18 @@ const STRIDES: [usize; 3] = [8, 16, 32];
 
 /// A loaded YuNet model. Load once and share (`Arc<Detector>`) between worker threads.
 pub struct Detector {
-    model: Arc<TypedRunnableModel>,
+    path: PathBuf,
+    /// The parsed ONNX graph, compiled on demand for each input shape.
+    source: InferenceModel,
+    /// Compiled plans by input `(height, width)`. With `InputShape::Fit` there are at most
+    /// `2 · input_size / 32` shapes, each compiled once (~0.1 s).
+    plans: Mutex<HashMap<(usize, usize), Arc<Plan>>>,
     cfg: DetectorConfig,
+}
+
+/// The model optimised for one input shape.
+struct Plan {
+    model: Arc<TypedRunnableModel>,
     /// Output indices of `[cls, obj, bbox, kps]` for each stride.
     outputs: [[usize; 4]; 3],
 }
@@ -124,17 +158,53 @@ pub struct DetectOutcome {
 }
 
 impl Detector {
-    /// Load and optimise a YuNet ONNX export with a fixed `input_size × input_size` input.
+    /// Load a YuNet ONNX export, and compile it for the square input (which also checks that it
+    /// is a YuNet export).
     pub fn load(path: &Path, cfg: DetectorConfig) -> Result<Self, DetectError> {
-        let load_err = |e: TractError| DetectError::Load {
-            path: path.to_owned(),
-            detail: format!("{e:#}"),
-        };
-        let s = cfg.input_size as usize;
-        let model = tract_onnx::onnx()
+        if cfg.input_size == 0 || !cfg.input_size.is_multiple_of(32) {
+            return Err(DetectError::InputSize(cfg.input_size));
+        }
+        let source = tract_onnx::onnx()
+            // The export records 640×640 shapes for every tensor; let tract infer them instead.
+            .with_ignore_output_shapes(true)
+            .with_ignore_value_info(true)
             .model_for_path(path)
-            .map_err(load_err)?
-            .with_input_fact(0, f32::fact([1, 3, s, s]).into())
+            .map_err(|e| DetectError::Load {
+                path: path.to_owned(),
+                detail: format!("{e:#}"),
+            })?;
+        let det = Detector {
+            path: path.to_owned(),
+            source,
+            plans: Mutex::new(HashMap::new()),
+            cfg,
+        };
+        let s = det.cfg.input_size as usize;
+        det.plan(s, s)?;
+        Ok(det)
+    }
+
+    /// The compiled model for a `[1,3,h,w]` input, compiling it on first use.
+    fn plan(&self, h: usize, w: usize) -> Result<Arc<Plan>, DetectError> {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = plans.get(&(h, w)) {
+            return Ok(p.clone());
+        }
+        let plan = Arc::new(self.compile(h, w)?);
+        plans.insert((h, w), plan.clone());
+        Ok(plan)
+    }
+
+    fn compile(&self, h: usize, w: usize) -> Result<Plan, DetectError> {
+        let path = &self.path;
+        let load_err = |e: TractError| DetectError::Load {
+            path: path.clone(),
+            detail: format!("{e:#} (input 1x3x{h}x{w})"),
+        };
+        let model = self
+            .source
+            .clone()
+            .with_input_fact(0, f32::fact([1, 3, h, w]).into())
             .map_err(load_err)?
             .into_optimized()
             .map_err(load_err)?;
@@ -155,18 +225,14 @@ impl Detector {
                 let name = format!("{kind}_{stride}");
                 outputs[si][ki] = names.iter().position(|n| *n == name).ok_or_else(|| {
                     DetectError::MissingOutput {
-                        path: path.to_owned(),
+                        path: path.clone(),
                         name: name.clone(),
                     }
                 })?;
             }
         }
         let model = model.into_runnable().map_err(load_err)?;
-        Ok(Detector {
-            model,
-            cfg,
-            outputs,
-        })
+        Ok(Plan { model, outputs })
     }
 
     pub fn config(&self) -> &DetectorConfig {
@@ -190,8 +256,14 @@ impl Detector {
             return Err(run_err("empty image".into()));
         }
         let s = self.cfg.input_size;
-        let (input, nw, nh) = letterbox_bgr(img, s).map_err(run_err)?;
-        let out = self
+        let (nw, nh) = letterbox_size(w, h, s);
+        let (iw, ih) = match self.cfg.shape {
+            InputShape::Fit => (fit_side(nw, s), fit_side(nh, s)),
+            InputShape::Square => (s, s),
+        };
+        let input = letterbox_bgr(img, (nw, nh), (iw, ih)).map_err(run_err)?;
+        let plan = self.plan(ih as usize, iw as usize)?;
+        let out = plan
             .model
             .run(tvec!(input.into()))
             .map_err(|e| run_err(format!("{e:#}")))?;
@@ -204,10 +276,10 @@ impl Detector {
         let mut faces = Vec::new();
         let mut best: Option<f32> = None;
         for (si, &stride) in STRIDES.iter().enumerate() {
-            let [ci, oi, bi, ki] = self.outputs[si];
+            let [ci, oi, bi, ki] = plan.outputs[si];
             let (cls, obj, bbox, kps) = (views(ci)?, views(oi)?, views(bi)?, views(ki)?);
-            let cols = s as usize / stride;
-            let n = cols * cols;
+            let cols = iw as usize / stride;
+            let n = cols * (ih as usize / stride);
             if cls.len() < n || obj.len() < n || bbox.len() < 4 * n || kps.len() < 10 * n {
                 return Err(run_err(format!("stride {stride} outputs are too short")));
             }
@@ -277,11 +349,28 @@ pub fn letterbox_size(w: u32, h: u32, size: u32) -> (u32, u32) {
     (nw, nh)
 }
 
-/// The model input: `img` resized to fit with a bilinear convolution (Pillow's filter, which the
-/// reference detections used), pasted top-left on black, as a BGR `[1,3,size,size]` tensor.
-fn letterbox_bgr(img: &RgbImage, size: u32) -> Result<(Tensor, u32, u32), String> {
+/// The input side for a resized side `n` in [`InputShape::Fit`]: a multiple of 32 that leaves at
+/// least 32 px of black after the photo (unless the photo fills `size`). Without that margin the
+/// network's zero padding, not a black area, borders the photo, and a face cut by that border is
+/// localised differently from the square letterbox (8 px on a 93 px IPD in
+/// `obama_partial_face2.jpg`; within 2 px with the margin).
+fn fit_side(n: u32, size: u32) -> u32 {
+    if n >= size {
+        size
+    } else {
+        (n + 32).next_multiple_of(32).min(size)
+    }
+}
+
+/// The model input: `img` resized to `nw × nh` with a bilinear convolution (Pillow's filter,
+/// which the reference detections used), pasted top-left on a black `iw × ih` canvas, as a BGR
+/// `[1,3,ih,iw]` tensor.
+fn letterbox_bgr(
+    img: &RgbImage,
+    (nw, nh): (u32, u32),
+    (iw, ih): (u32, u32),
+) -> Result<Tensor, String> {
     let (w, h) = img.dimensions();
-    let (nw, nh) = letterbox_size(w, h, size);
     let resized;
     let pixels: &[u8] = if (nw, nh) == (w, h) {
         img.as_raw()
@@ -298,20 +387,19 @@ fn letterbox_bgr(img: &RgbImage, size: u32) -> Result<(Tensor, u32, u32), String
         resized = dst.into_vec();
         &resized
     };
-    let s = size as usize;
-    let plane = s * s;
+    let (iw, ih) = (iw as usize, ih as usize);
+    let plane = iw * ih;
     let mut data = vec![0f32; 3 * plane];
     for y in 0..nh as usize {
         let row = &pixels[y * nw as usize * 3..(y + 1) * nw as usize * 3];
         for (x, px) in row.chunks_exact(3).enumerate() {
-            let o = y * s + x;
+            let o = y * iw + x;
             data[o] = px[2] as f32;
             data[plane + o] = px[1] as f32;
             data[2 * plane + o] = px[0] as f32;
         }
     }
-    let t = Tensor::from_shape(&[1, 3, s, s], &data).map_err(|e| format!("{e:#}"))?;
-    Ok((t, nw, nh))
+    Tensor::from_shape(&[1, 3, ih, iw], &data).map_err(|e| format!("{e:#}"))
 }
 
 #[cfg(test)]
@@ -357,6 +445,31 @@ mod tests {
         assert_eq!(letterbox_size(2500, 2000, 640), (640, 512));
         assert_eq!(letterbox_size(250, 250, 640), (640, 640));
         assert_eq!(letterbox_size(300, 1200, 640), (160, 640));
+    }
+
+    #[test]
+    fn fit_input_keeps_a_black_margin() {
+        assert_eq!(fit_side(640, 640), 640);
+        assert_eq!(fit_side(512, 640), 544);
+        assert_eq!(fit_side(480, 640), 512);
+        assert_eq!(fit_side(481, 640), 544);
+        assert_eq!(fit_side(620, 640), 640);
+        assert_eq!(fit_side(1, 320), 64);
+    }
+
+    #[test]
+    fn input_size_must_be_a_multiple_of_32() {
+        for bad in [0, 100, 650] {
+            let cfg = DetectorConfig {
+                input_size: bad,
+                ..DetectorConfig::default()
+            };
+            let err = Detector::load(Path::new("/nonexistent.onnx"), cfg).unwrap_err();
+            assert!(
+                matches!(err, DetectError::InputSize(b) if b == bad),
+                "{err}"
+            );
+        }
     }
 
     #[test]

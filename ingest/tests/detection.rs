@@ -1,6 +1,7 @@
 //! YuNet in tract against onnxruntime's reference detections on the real photos in
 //! `shared/data` (`models/yunet/reference_detections.jsonl`): same letterbox (fit, bilinear,
-//! top-left on black), threshold 0.6, NMS 0.4; boxes and landmarks must agree within 2 px.
+//! top-left on black), threshold 0.6, NMS 0.4; boxes and landmarks must agree within 2 px, both
+//! with the reference's 640×640 square input and with our default fitted input.
 //!
 //! The one allowance: for boxes larger than 200 px the tolerance is 1% of the box's larger side.
 //! Box sizes are `exp(regression) · stride`, so on a 400 px box a resampling difference of 0.2%
@@ -10,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use d2ae_ingest::detect::{Detection, Detector, DetectorConfig};
+use d2ae_ingest::detect::{Detection, Detector, DetectorConfig, InputShape};
 use d2ae_ingest::image_io::{decode_rgb, DecodeLimits};
 
 fn shared_data() -> PathBuf {
@@ -50,9 +51,26 @@ fn max_abs_diff(ours: &Detection, r: &RefFace) -> f32 {
 
 #[test]
 fn yunet_matches_reference_detections_within_2px() {
+    check_against_reference(InputShape::Square, 2);
+}
+
+/// The default input (photo plus a black margin, not the whole square) finds the same faces. One
+/// more large box exceeds 2 px (within its 1% allowance): the border-cut face of
+/// `obama_partial_face2.jpg`, 2.9 px on a 318 px box, whose cut edge the network sees next to a
+/// 32–63 px black margin instead of the square's wide black area.
+#[test]
+fn fitted_input_matches_reference_detections_within_2px() {
+    check_against_reference(InputShape::Fit, 3);
+}
+
+fn check_against_reference(shape: InputShape, max_over_2px: usize) {
     let data = shared_data();
     let model = data.join("models/yunet/yunet_s_640_640.onnx");
-    let det = Detector::load(&model, DetectorConfig::default()).expect("load YuNet");
+    let cfg = DetectorConfig {
+        shape,
+        ..DetectorConfig::default()
+    };
+    let det = Detector::load(&model, cfg).expect("load YuNet");
     let refs = std::fs::read_to_string(data.join("models/yunet/reference_detections.jsonl"))
         .expect("reference_detections.jsonl");
     let limits = DecodeLimits::default();
@@ -123,6 +141,6 @@ fn yunet_matches_reference_detections_within_2px() {
     assert_eq!(images, 55);
     // 55 images with 153 reference faces, 4 of them scored below 0.62.
     assert!(matched >= 149, "matched only {matched} of 153 faces");
-    assert!(over_2px <= 2, "{over_2px} faces beyond 2 px");
+    assert!(over_2px <= max_over_2px, "{over_2px} faces beyond 2 px");
     eprintln!("{images} images, {matched} faces matched, worst difference {worst:.2} px");
 }

@@ -2,7 +2,7 @@
 """Reference per-image ingest in Python, for the side-by-side benchmark of d2ae-ingest's face code.
 
 Does the same work per photo as `prepare_face` + JPEG encode + shard write, single-threaded:
-decode the photo, (with --detector: letterbox to 640x640, run YuNet, pick the most prominent face),
+decode the photo, (with --detector: letterbox to 640x640 or --detector-size/--detector-input, run YuNet, pick the most prominent face),
 similarity-warp to SIZE x SIZE with the eyes level, IPD = ipd_ratio * SIZE, eyes at eye_y * SIZE,
 encode JPEG quality 95, and write .jpg/.cls/.json with webdataset.TarWriter (to memory).
 
@@ -68,13 +68,32 @@ def most_prominent(faces):
     return max(faces, key=lambda f: f[2] * f[3] * f[14])
 
 
+def fit_side(n, size):
+    """d2ae's --detector-input fit: a multiple of 32 leaving >= 32 px of black after the photo."""
+    return size if n >= size else min(size, (n + 32 + 31) // 32 * 32)
+
+
 class Detector:
-    def __init__(self, path, size=640):
-        self.size = size
-        self.net = cv2.FaceDetectorYN.create(path, "", (size, size), 0.6, 0.4, 5000)
+    """cv2.FaceDetectorYN at input `size` (long side): `square` letterboxes into size x size (the
+    reference detections), `fit` uses the photo plus a 32-63 px black margin, like d2ae's default;
+    one FaceDetectorYN per input shape, created on first use (not timed separately)."""
+
+    def __init__(self, path, size=640, shape="square"):
+        self.path, self.size, self.shape = path, size, shape
+        self.nets = {}
+
+    def canvas_size(self, nw, nh):
+        """(width, height) of the model input for a photo resized to nw x nh."""
+        if self.shape == "square":
+            return self.size, self.size
+        return fit_side(nw, self.size), fit_side(nh, self.size)
 
     def detect(self, bgr_letterboxed, scale_x, scale_y):
-        _, faces = self.net.detect(bgr_letterboxed)
+        h, w = bgr_letterboxed.shape[:2]
+        net = self.nets.get((w, h))
+        if net is None:
+            net = self.nets[(w, h)] = cv2.FaceDetectorYN.create(self.path, "", (w, h), 0.6, 0.4, 5000)
+        _, faces = net.detect(bgr_letterboxed)
         f = most_prominent(faces)
         if f is None:
             return None
@@ -97,7 +116,8 @@ def run_opencv(data, det, cfg):
     if det is not None:
         h, w = img.shape[:2]
         nw, nh = letterbox_size(w, h, det.size)
-        canvas = np.zeros((det.size, det.size, 3), np.uint8)
+        cw, ch = det.canvas_size(nw, nh)
+        canvas = np.zeros((ch, cw, 3), np.uint8)
         canvas[:nh, :nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
         lm = det.detect(canvas, w / nw, h / nh)
         if lm is None:
@@ -117,7 +137,7 @@ def run_pil(data, det, cfg):
     if det is not None:
         w, h = img.size
         nw, nh = letterbox_size(w, h, det.size)
-        canvas = Image.new("RGB", (det.size, det.size))
+        canvas = Image.new("RGB", det.canvas_size(nw, nh))
         canvas.paste(img.resize((nw, nh), Image.BILINEAR), (0, 0))
         bgr = np.ascontiguousarray(np.asarray(canvas)[:, :, ::-1])
         lm = det.detect(bgr, w / nw, h / nh)
@@ -139,6 +159,9 @@ def main():
     ap.add_argument("--variant", choices=["opencv", "pil"], required=True)
     ap.add_argument("--items", required=True, help="JSON list of {path, landmarks}")
     ap.add_argument("--detector", help="YuNet ONNX; detect instead of using the given landmarks")
+    ap.add_argument("--detector-size", type=int, default=640, help="detector input long side")
+    ap.add_argument("--detector-input", choices=["square", "fit"], default="square",
+                    help="letterbox to the square, or photo + black margin (d2ae's default)")
     ap.add_argument("--min-seconds", type=float, default=3.0, help="repeat passes until this long")
     ap.add_argument("--size", type=int, default=235)
     ap.add_argument("--ipd-ratio", type=float, default=0.35)
@@ -148,9 +171,14 @@ def main():
     cv2.setNumThreads(1)
     items = json.load(open(args.items))
     photos = [(open(it["path"], "rb").read(), it["landmarks"]) for it in items]
-    det = Detector(args.detector) if args.detector else None
+    det = Detector(args.detector, args.detector_size, args.detector_input) if args.detector else None
     fn = run_opencv if args.variant == "opencv" else run_pil
     cfg = {"size": args.size, "ipd_ratio": args.ipd_ratio, "eye_y": args.eye_y}
+
+    if det is not None:
+        # Untimed pass: creates the detector for every input shape (as d2ae's bench warms its cache).
+        for data, lm in photos:
+            fn(data, det, dict(cfg, lm=lm))
 
     sink = io.BytesIO()
     done = failed = 0
