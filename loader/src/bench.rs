@@ -99,7 +99,10 @@ pub fn memory_bound(
     // Batch jobs in the window, plus the one the order stage is gathering.
     let in_flight = (window + 1) * b * s_raw + window * b * s_img;
     let decode_scratch = t * (s_stored + s_img);
-    let batches = (config.prefetch_batches as u64 + 2) * b * s_img;
+    // Queued, being packed, held by the consumer, and the recycled buffers in the pool.
+    let batches = (config.prefetch_batches as u64 + 2 + crate::batch::BufferPool::CAPACITY as u64)
+        * b
+        * s_img;
     MemoryBound {
         readers,
         shuffle_buffer,
@@ -148,6 +151,8 @@ pub async fn run_loader(
         images += batch.n as u64;
         batches += 1;
         checksum = checksum.wrapping_add(u64::from(batch.images[batch.images.len() / 2]));
+        // Like the trainer's device feeder, once the pixels are copied.
+        loader.recycle(batch.images);
         if max_batches.is_some_and(|m| batches >= m) {
             break;
         }

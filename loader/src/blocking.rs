@@ -63,6 +63,11 @@ impl BlockingLoader {
         self.dataset.index()
     }
 
+    /// See [`Loader::recycle`].
+    pub fn recycle(&self, images: Vec<u8>) {
+        self.loader().recycle(images);
+    }
+
     /// Where the loader is: after the last batch returned.
     pub fn state(&self) -> LoaderState {
         self.loader().state()

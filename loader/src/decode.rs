@@ -298,27 +298,96 @@ fn write_augmented(
                     (r[x], g[x], b[x]) = (row[c], row[c + 1], row[c + 2]);
                 }
                 let (r, g, b) = (&mut r[lo..hi], &mut g[lo..hi], &mut b[lo..hi]);
-                let src = &row[run.clone()];
-                if flip {
-                    deinterleave(src.chunks_exact(3).rev(), r, g, b);
-                } else {
-                    deinterleave(src.chunks_exact(3), r, g, b);
-                }
+                deinterleave(&row[run.clone()], flip, r, g, b);
             }
         }
     }
 }
 
-/// RGB pixels into three planes.
-#[inline(always)]
-fn deinterleave<'a>(
-    pixels: impl Iterator<Item = &'a [u8]>,
-    r: &mut [u8],
-    g: &mut [u8],
-    b: &mut [u8],
-) {
-    for (((px, r), g), b) in pixels.zip(r).zip(g.iter_mut()).zip(b.iter_mut()) {
-        (*r, *g, *b) = (px[0], px[1], px[2]);
+/// RGB pixels (`src`, read backwards when `rev`) into three planes.
+///
+/// Stride-3 de-interleaving does not auto-vectorise (it stays one byte at a time, a fifth of the
+/// decode thread's time); with SSSE3 (every x86-64 CPU of the last 15 years) 16 pixels take nine
+/// byte shuffles.
+fn deinterleave(src: &[u8], rev: bool, r: &mut [u8], g: &mut [u8], b: &mut [u8]) {
+    let n = r.len();
+    assert!(g.len() == n && b.len() == n && src.len() == 3 * n);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") {
+        // SAFETY: the CPU supports SSSE3 (checked just above); lengths were checked.
+        done = unsafe { simd::deinterleave(src, rev, r, g, b) };
+    }
+    for i in done..n {
+        let j = if rev { n - 1 - i } else { i };
+        (r[i], g[i], b[i]) = (src[3 * j], src[3 * j + 1], src[3 * j + 2]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// `pshufb` masks picking channel `c` out of the `p`-th 16 bytes of 16 RGB pixels (-1: zero).
+    const fn mask(c: usize, p: usize) -> [i8; 16] {
+        let mut m = [-1i8; 16];
+        let mut i = 0;
+        while i < 16 {
+            let at = 3 * i + c;
+            if at / 16 == p {
+                m[i] = (at % 16) as i8;
+            }
+            i += 1;
+        }
+        m
+    }
+
+    const MASKS: [[[i8; 16]; 3]; 3] = [
+        [mask(0, 0), mask(0, 1), mask(0, 2)],
+        [mask(1, 0), mask(1, 1), mask(1, 2)],
+        [mask(2, 0), mask(2, 1), mask(2, 2)],
+    ];
+    const REVERSE: [i8; 16] = [15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0];
+
+    /// The whole 16-pixel chunks of [`super::deinterleave`]; returns how many output pixels it
+    /// wrote (the rest is the caller's).
+    ///
+    /// # Safety
+    /// The CPU must support SSSE3; `src.len() == 3 * r.len()` and `g`, `b` as long as `r`.
+    #[target_feature(enable = "ssse3")]
+    pub(super) unsafe fn deinterleave(
+        src: &[u8],
+        rev: bool,
+        r: &mut [u8],
+        g: &mut [u8],
+        b: &mut [u8],
+    ) -> usize {
+        const L: usize = 16;
+        let n = r.len();
+        let load = |p: *const i8| unsafe { _mm_loadu_si128(p.cast()) };
+        let reverse = load(REVERSE.as_ptr());
+        let m: [[__m128i; 3]; 3] = [0, 1, 2].map(|c| [0, 1, 2].map(|p| load(MASKS[c][p].as_ptr())));
+        for k in 0..n / L {
+            // Output pixels k·L.. read source pixels k·L.. (or, reversed, the L ending at n − k·L).
+            let s0 = if rev { n - (k + 1) * L } else { k * L };
+            let px = src[3 * s0..3 * (s0 + L)].as_ptr();
+            let parts = [0, 16, 32].map(|o| unsafe { _mm_loadu_si128(px.add(o).cast()) });
+            for (c, plane) in [&mut *r, &mut *g, &mut *b].into_iter().enumerate() {
+                let mut v = _mm_or_si128(
+                    _mm_or_si128(
+                        _mm_shuffle_epi8(parts[0], m[c][0]),
+                        _mm_shuffle_epi8(parts[1], m[c][1]),
+                    ),
+                    _mm_shuffle_epi8(parts[2], m[c][2]),
+                );
+                if rev {
+                    v = _mm_shuffle_epi8(v, reverse);
+                }
+                let out = plane[k * L..(k + 1) * L].as_mut_ptr();
+                unsafe { _mm_storeu_si128(out.cast(), v) };
+            }
+        }
+        n / L * L
     }
 }
 
@@ -466,12 +535,13 @@ mod tests {
 
     #[test]
     fn row_spans_match_the_per_pixel_definition() {
-        let (w, h) = (7usize, 5usize);
+        // 37 columns: two 16-pixel chunks and a tail, minus the shift.
+        let (w, h) = (37usize, 5usize);
         let src: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
         let mut out = vec![0u8; w * h * 3];
         for layout in [Layout::Nchw, Layout::Nhwc] {
             for flip in [false, true] {
-                for dx in -9..=9 {
+                for dx in (-40i64..=40).filter(|d| *d % 5 == 0 || d.abs() < 4) {
                     for dy in [-6, -2, 0, 1, 6] {
                         write_augmented(&src, w, h, flip, dx, dy, layout, &mut out);
                         let want = reference(&src, w, h, flip, dx, dy, layout);

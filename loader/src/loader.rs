@@ -21,7 +21,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{batch_worker, Batch, BatchSpec};
+use crate::batch::{batch_worker, Batch, BatchSpec, BufferPool};
 use crate::config::LoaderConfig;
 use crate::dataset::Dataset;
 use crate::decode::{decode_worker, DecodeSpec};
@@ -59,6 +59,7 @@ pub struct Loader {
     state: LoaderState,
     batches_per_epoch: u64,
     config: LoaderConfig,
+    pool: Arc<BufferPool>,
 }
 
 impl Loader {
@@ -122,7 +123,9 @@ impl Loader {
             attributes: index.attributes.clone().into(),
             factors: index.factors.clone().into(),
         };
+        let pool = Arc::new(BufferPool::new());
         let batch_spec = BatchSpec {
+            pool: Arc::clone(&pool),
             remainder: config.remainder,
             height,
             width,
@@ -181,6 +184,7 @@ impl Loader {
             state,
             batches_per_epoch,
             config,
+            pool,
         })
     }
 
@@ -207,6 +211,12 @@ impl Loader {
             None => {}
         }
         next
+    }
+
+    /// Hand a batch's image buffer back once its pixels are copied elsewhere (a tensor, pinned
+    /// memory): a later batch is decoded into it instead of a fresh allocation. Optional.
+    pub fn recycle(&self, images: Vec<u8>) {
+        self.pool.give(images);
     }
 
     /// Where the loader is: after the last batch returned. Store it with a checkpoint.

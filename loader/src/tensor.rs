@@ -133,7 +133,7 @@ impl DeviceFeeder {
         let identities = to_device(batch.identities_tensor());
         let attributes = to_device(batch.attributes_tensor());
         let factors = to_device(batch.factors_tensor());
-        batch.images = Vec::new();
+        self.loader.recycle(std::mem::take(&mut batch.images));
         DeviceBatch {
             images,
             identities,
