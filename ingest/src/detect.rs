@@ -75,10 +75,14 @@ impl Detection {
         (self.bbox[2] - self.bbox[0]).max(0.0) * (self.bbox[3] - self.bbox[1]).max(0.0)
     }
 
-    fn iou(&self, other: &Detection) -> f32 {
+    fn intersection(&self, other: &Detection) -> f32 {
         let ix = (self.bbox[2].min(other.bbox[2]) - self.bbox[0].max(other.bbox[0])).max(0.0);
         let iy = (self.bbox[3].min(other.bbox[3]) - self.bbox[1].max(other.bbox[1])).max(0.0);
-        let inter = ix * iy;
+        ix * iy
+    }
+
+    fn iou(&self, other: &Detection) -> f32 {
+        let inter = self.intersection(other);
         let union = self.area() + other.area() - inter;
         if union > 0.0 {
             inter / union
@@ -104,6 +108,24 @@ impl Detection {
 pub fn most_prominent(dets: &[Detection]) -> Option<&Detection> {
     dets.iter()
         .max_by(|a, b| (a.area() * a.score).total_cmp(&(b.area() * b.score)))
+}
+
+/// The detected face that is the labelled person of a given box (`[x1, y1, x2, y2]`, e.g. from
+/// CelebA's `list_bbox_celeba.txt`): among faces with at least half of their box inside the given
+/// box, the one with the highest IoU with it. Labelled boxes are looser than the detector's (CelebA's
+/// include hair and chin), so the containment test, not an IoU threshold, decides who qualifies;
+/// IoU then prefers the face whose size matches the box over a small face in its corner. `None`
+/// when no face qualifies: the labelled person was not detected, and aligning someone else would
+/// mislabel the sample.
+pub fn best_in_box(dets: &[Detection], face_box: [f32; 4]) -> Option<&Detection> {
+    let given = Detection {
+        bbox: face_box,
+        landmarks: [[0.0; 2]; 5],
+        score: 0.0,
+    };
+    dets.iter()
+        .filter(|d| d.area() > 0.0 && d.intersection(&given) >= 0.5 * d.area())
+        .max_by(|a, b| a.iou(&given).total_cmp(&b.iou(&given)))
 }
 
 /// Why the detector could not run.
@@ -438,6 +460,22 @@ mod tests {
         ];
         assert_eq!(most_prominent(&dets).unwrap().score, 0.95);
         assert!(most_prominent(&[]).is_none());
+    }
+
+    #[test]
+    fn best_in_box_picks_the_labelled_face() {
+        let dets = [
+            det([0.0, 0.0, 200.0, 200.0], 0.95), // the most prominent, elsewhere
+            det([310.0, 320.0, 390.0, 410.0], 0.8), // inside the loose labelled box
+            det([300.0, 300.0, 330.0, 330.0], 0.9), // small, in its corner
+            det([380.0, 380.0, 480.0, 480.0], 0.99), // mostly outside
+        ];
+        let labelled = [290.0, 290.0, 410.0, 440.0];
+        assert_eq!(best_in_box(&dets, labelled).unwrap().score, 0.8);
+        assert_eq!(most_prominent(&dets).unwrap().score, 0.95);
+        // Nobody detected inside the box.
+        assert!(best_in_box(&dets[..1], labelled).is_none());
+        assert!(best_in_box(&[], labelled).is_none());
     }
 
     #[test]

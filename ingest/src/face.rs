@@ -15,7 +15,7 @@ use crate::align::{
     center_crop_resize, center_crop_transform, similarity_from_landmarks, warp_affine, Affine,
     AlignConfig, AlignError, Landmarks, RgbView, Similarity,
 };
-use crate::detect::{most_prominent, Detector};
+use crate::detect::{best_in_box, most_prominent, Detector};
 use crate::image_io::{
     decode_stored,
     jpeg::{self, JpegHeader},
@@ -51,6 +51,8 @@ pub enum FaceReject {
     Image(#[from] ImageError),
     #[error("no face above the detector threshold (best score {best_score:?})")]
     NoFace { best_score: Option<f32> },
+    #[error("none of the {detected} detected faces lies inside the labelled box {face_box:?}")]
+    NoFaceInBox { detected: usize, face_box: [f32; 4] },
     #[error("bad landmarks: {detail}")]
     BadLandmarks { detail: String },
     #[error("face too small: interpupillary distance {ipd_px:.1} px < {min} px")]
@@ -65,6 +67,7 @@ impl FaceReject {
         match self {
             FaceReject::Image(e) => e.reason(),
             FaceReject::NoFace { .. } => "no_face",
+            FaceReject::NoFaceInBox { .. } => "no_face_in_box",
             FaceReject::BadLandmarks { .. } => "bad_landmarks",
             FaceReject::TooSmall { .. } => "too_small",
             FaceReject::Detector(_) => "detector_error",
@@ -80,17 +83,29 @@ impl From<AlignError> for FaceReject {
     }
 }
 
+/// [`prepare_face_in_box`] without a labelled box.
+pub fn prepare_face(
+    bytes: &[u8],
+    landmarks: Option<&Landmarks>,
+    detector: Option<&Detector>,
+    cfg: &FaceConfig,
+) -> Result<PreparedFace, FaceReject> {
+    prepare_face_in_box(bytes, landmarks, None, detector, cfg)
+}
+
 /// Align one photo.
 ///
 /// - `cfg.aligned_input`: centre crop and resize ([`center_crop_resize`]); `landmarks`, if
 ///   given, are carried into the crop.
 /// - `landmarks` given: align to them (they are in the displayed photo's pixels, after EXIF
 ///   orientation). All points must lie inside the photo.
-/// - otherwise `detector`: align to the most prominent face's landmarks. Only its eyes must lie
-///   inside the photo: for a face cut by the border the detector extrapolates the rest.
-pub fn prepare_face(
+/// - otherwise `detector`: align to the landmarks of the face [`best_in_box`] picks when
+///   `face_box` (displayed photo pixels) is given, else of the most prominent face. Only its eyes
+///   must lie inside the photo: for a face cut by the border the detector extrapolates the rest.
+pub fn prepare_face_in_box(
     bytes: &[u8],
     landmarks: Option<&Landmarks>,
+    face_box: Option<[f32; 4]>,
     detector: Option<&Detector>,
     cfg: &FaceConfig,
 ) -> Result<PreparedFace, FaceReject> {
@@ -108,7 +123,7 @@ pub fn prepare_face(
         });
     }
     match detector {
-        Some(det) => photo.detect_and_align(det, cfg),
+        Some(det) => photo.detect_and_align(det, face_box, cfg),
         None => Err(FaceReject::BadLandmarks {
             detail: "no landmarks given and no detector configured".into(),
         }),
@@ -260,6 +275,7 @@ impl<'a> Photo<'a> {
     fn detect_and_align(
         &self,
         det: &Detector,
+        face_box: Option<[f32; 4]>,
         cfg: &FaceConfig,
     ) -> Result<PreparedFace, FaceReject> {
         // Decode at the coarsest scale whose long side still fills the detector input.
@@ -269,10 +285,20 @@ impl<'a> Photo<'a> {
         let outcome = det
             .detect_outcome(&small)
             .map_err(|e| FaceReject::Detector(e.to_string()))?;
-        let Some(face) = most_prominent(&outcome.faces) else {
+        if outcome.faces.is_empty() {
             return Err(FaceReject::NoFace {
                 best_score: outcome.best_score,
             });
+        }
+        let face = match face_box {
+            // Detections are in the 1/denom-scaled image: scale the box the same way.
+            Some(b) => best_in_box(&outcome.faces, b.map(|v| v / denom as f32)).ok_or(
+                FaceReject::NoFaceInBox {
+                    detected: outcome.faces.len(),
+                    face_box: b,
+                },
+            )?,
+            None => most_prominent(&outcome.faces).expect("faces is not empty"),
         };
         let face = face.scaled(denom as f32);
         let lm = Landmarks(face.landmarks.to_vec());

@@ -10,7 +10,7 @@ use d2ae_shard::{Reject, SampleMeta};
 
 use crate::align::Landmarks;
 use crate::detect::Detector;
-use crate::face::{prepare_face, FaceConfig};
+use crate::face::{prepare_face_in_box, FaceConfig};
 use crate::image_io::{encode_jpeg, encode_png};
 use crate::plan::Planned;
 use crate::source::{SourceDataset, SourceItem};
@@ -39,8 +39,14 @@ pub struct MakeReject {
 pub trait SampleMaker: Sync {
     /// Extension of the images made (`jpg` or `png`).
     fn ext(&self) -> &'static str;
-    /// Make the image for one photo, given its bytes and the source's landmarks (if any).
-    fn make(&self, bytes: &[u8], landmarks: Option<&[[f32; 2]]>) -> Result<MadeImage, MakeReject>;
+    /// Make the image for one photo, given its bytes, the source's landmarks and the labelled
+    /// face's box (if any).
+    fn make(
+        &self,
+        bytes: &[u8],
+        landmarks: Option<&[[f32; 2]]>,
+        face_box: Option<[f32; 4]>,
+    ) -> Result<MadeImage, MakeReject>;
 }
 
 /// How crops are encoded.
@@ -52,7 +58,7 @@ pub enum Encoding {
     Png,
 }
 
-/// The real maker: [`prepare_face`] (decode, detect when needed, align) then encode.
+/// The real maker: [`prepare_face_in_box`] (decode, detect when needed, align) then encode.
 pub struct FaceMaker {
     /// Used for photos without landmarks.
     pub detector: Option<Detector>,
@@ -68,11 +74,17 @@ impl SampleMaker for FaceMaker {
         }
     }
 
-    fn make(&self, bytes: &[u8], landmarks: Option<&[[f32; 2]]>) -> Result<MadeImage, MakeReject> {
+    fn make(
+        &self,
+        bytes: &[u8],
+        landmarks: Option<&[[f32; 2]]>,
+        face_box: Option<[f32; 4]>,
+    ) -> Result<MadeImage, MakeReject> {
         let landmarks = landmarks.map(|l| Landmarks(l.to_vec()));
-        let face = prepare_face(
+        let face = prepare_face_in_box(
             bytes,
             landmarks.as_ref(),
+            face_box,
             self.detector.as_ref(),
             &self.config,
         )
@@ -158,7 +170,7 @@ pub fn make_sample(
             )
         }
     };
-    let made = match maker.make(&bytes, item.landmarks.as_deref()) {
+    let made = match maker.make(&bytes, item.landmarks.as_deref(), item.face_box) {
         Ok(m) => m,
         Err(r) => return reject(&r.reason, r.detail),
     };
@@ -221,7 +233,12 @@ mod tests {
         fn ext(&self) -> &'static str {
             "jpg"
         }
-        fn make(&self, bytes: &[u8], lm: Option<&[[f32; 2]]>) -> Result<MadeImage, MakeReject> {
+        fn make(
+            &self,
+            bytes: &[u8],
+            lm: Option<&[[f32; 2]]>,
+            _: Option<[f32; 4]>,
+        ) -> Result<MadeImage, MakeReject> {
             if bytes.starts_with(b"bad") {
                 return Err(MakeReject {
                     reason: "decode_error".into(),
@@ -246,6 +263,7 @@ mod tests {
             path: dir.path().join(name),
             identity: id.into(),
             landmarks: Some(vec![[1.234_567, 2.0], [3.0, 4.0]]),
+            face_box: None,
             attributes: vec![Some(true), None],
             factors: vec![Some(0.5)],
             split: Some("train".into()),

@@ -235,6 +235,7 @@ mod tests {
                     path: format!("/x/id{id}/{j}.jpg").into(),
                     identity: format!("id{id}"),
                     landmarks: None,
+                    face_box: None,
                     attributes: vec![],
                     factors: vec![],
                     split: None,

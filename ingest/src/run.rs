@@ -596,7 +596,12 @@ mod tests {
         fn ext(&self) -> &'static str {
             "png"
         }
-        fn make(&self, bytes: &[u8], _: Option<&[[f32; 2]]>) -> Result<MadeImage, MakeReject> {
+        fn make(
+            &self,
+            bytes: &[u8],
+            _: Option<&[[f32; 2]]>,
+            _: Option<[f32; 4]>,
+        ) -> Result<MadeImage, MakeReject> {
             if bytes.starts_with(b"bad") || self.fail_on.as_deref() == Some(bytes) {
                 return Err(MakeReject {
                     reason: "decode_error".into(),

@@ -11,7 +11,10 @@
 //! image's left, i.e. the subject's right: exactly our order (subject's right eye first), so the
 //! points are taken as they are.
 //!
-//! `list_bbox_celeba.txt` is not read: the landmarks (or the detector) decide the crop.
+//! `list_bbox_celeba.txt` (`x_1 y_1 width height`, for the in-the-wild images only) gives the
+//! labelled person's box: when the detector runs, it picks which detected face is aligned (see
+//! [`crate::detect::best_in_box`]), so a photo with several faces yields the labelled person.
+//! Given landmarks decide the crop without it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +28,7 @@ const PARTITION_FILE: &str = "list_eval_partition.txt";
 const FACTORS_FILE: &str = "list_factors_d2ae.txt";
 const LANDMARKS_FILE: &str = "list_landmarks_celeba.txt";
 const LANDMARKS_ALIGN_FILE: &str = "list_landmarks_align_celeba.txt";
+const BBOX_FILE: &str = "list_bbox_celeba.txt";
 /// Image folders, in the order they are looked for.
 const IMAGE_DIRS: &[&str] = &["img_celeba", "img_align_celeba", "images"];
 
@@ -49,6 +53,12 @@ pub fn load(root: &Path) -> Result<SourceDataset, SourceError> {
     let factors = optional(root, FACTORS_FILE, |p| read_table(p, parse_float))?;
     let partition = optional(root, PARTITION_FILE, read_partition)?;
     let landmarks = optional(root, landmarks_file, read_landmarks)?;
+    // The boxes describe the in-the-wild photos; the aligned crops are never detected.
+    let boxes = if *image_dir == "img_align_celeba" {
+        None
+    } else {
+        optional(root, BBOX_FILE, read_boxes)?
+    };
 
     let mut items = Vec::with_capacity(identities.len());
     for (image, identity) in identities {
@@ -58,11 +68,13 @@ pub fn load(root: &Path) -> Result<SourceDataset, SourceError> {
             .map(|v| v.iter().map(|f| Some(*f)).collect());
         let split = lookup(&partition, &image, root, PARTITION_FILE)?.cloned();
         let points = lookup(&landmarks, &image, root, landmarks_file)?.cloned();
+        let face_box = lookup(&boxes, &image, root, BBOX_FILE)?.copied();
         items.push(SourceItem {
             source: format!("{image_dir}/{image}"),
             path: root.join(image_dir).join(&image),
             identity,
             landmarks: points,
+            face_box,
             attributes: attributes.unwrap_or_default(),
             factors: factor_values.unwrap_or_default(),
             split,
@@ -203,6 +215,37 @@ fn read_landmarks(path: &Path) -> Result<HashMap<String, Points>, SourceError> {
         .collect()
 }
 
+/// `list_bbox_celeba.txt` → `[x1, y1, x2, y2]` per image.
+fn read_boxes(path: &Path) -> Result<HashMap<String, [f32; 4]>, SourceError> {
+    let table = read_table(path, parse_float)?;
+    if table.names.len() != 4 {
+        return Err(SourceError::parse(
+            path,
+            2,
+            format!(
+                "expected 4 box columns (x_1 y_1 width height), found {}",
+                table.names.len()
+            ),
+        ));
+    }
+    table
+        .rows
+        .into_iter()
+        .map(|(image, v)| {
+            if !(v[2] > 0.0 && v[3] > 0.0) {
+                return Err(SourceError::Invalid {
+                    path: path.to_owned(),
+                    message: format!(
+                        "{image}: box width and height must be positive, got {} x {}",
+                        v[2], v[3]
+                    ),
+                });
+            }
+            Ok((image, [v[0], v[1], v[0] + v[2], v[1] + v[3]]))
+        })
+        .collect()
+}
+
 fn parse_sign(v: &str) -> Result<bool, String> {
     match v {
         "1" => Ok(true),
@@ -234,7 +277,12 @@ fn read_table<T>(
     let (_, names_line) = lines
         .next()
         .ok_or_else(|| SourceError::parse(path, 2, "missing the column names line"))?;
-    let names: Vec<String> = names_line.split_whitespace().map(str::to_owned).collect();
+    // `list_bbox_celeba.txt` names its first column (`image_id`); the other files do not.
+    let names: Vec<String> = names_line
+        .split_whitespace()
+        .skip_while(|n| *n == "image_id")
+        .map(str::to_owned)
+        .collect();
     let mut rows = HashMap::with_capacity(count);
     for (n, line) in lines {
         let mut fields = line.split_whitespace();

@@ -27,6 +27,7 @@ pub fn load(root: &Path) -> Result<SourceDataset, SourceError> {
                 path,
                 identity: identity.clone(),
                 landmarks: None,
+                face_box: None,
                 attributes: Vec::new(),
                 factors: Vec::new(),
                 split: None,

@@ -59,6 +59,7 @@ pub fn load(path: &Path) -> Result<SourceDataset, SourceError> {
     let items = rows
         .into_iter()
         .map(|row| SourceItem {
+            face_box: None,
             path: root.join(&row.source),
             attributes: attr_names
                 .iter()

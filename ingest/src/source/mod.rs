@@ -43,6 +43,9 @@ pub struct SourceItem {
     pub identity: String,
     /// Landmarks given by the source, if any.
     pub landmarks: Option<Points>,
+    /// The labelled person's face box `[x1, y1, x2, y2]` in source pixels (CelebA's
+    /// `list_bbox_celeba.txt`): with the detector, picks which detected face to align.
+    pub face_box: Option<[f32; 4]>,
     /// Values of [`SourceDataset::attributes`], in that order (`None` = not given).
     pub attributes: Vec<Option<bool>>,
     /// Values of [`SourceDataset::factors`], in that order.
