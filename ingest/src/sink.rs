@@ -282,14 +282,19 @@ impl ShardOutput {
                     move |source| SinkError::Local { op, path, source }
                 };
                 let file = file.take().expect("finished once");
-                let file = file
+                let result = file
                     .into_inner()
                     .map_err(|e| e.into_error())
-                    .map_err(local("write", tmp))?;
-                file.sync_all().map_err(local("sync", tmp))?;
-                drop(file);
-                std::fs::rename(&*tmp, &*dest).map_err(local("rename into place", dest))?;
-                Ok(())
+                    .map_err(local("write", tmp))
+                    .and_then(|file| file.sync_all().map_err(local("sync", tmp)))
+                    .and_then(|()| {
+                        std::fs::rename(&*tmp, &*dest).map_err(local("rename into place", dest))
+                    });
+                if result.is_err() {
+                    // Best effort, like `abort`: the error being returned is the one that matters.
+                    let _ = std::fs::remove_file(&*tmp);
+                }
+                result
             }
             ShardOutput::Remote {
                 upload,
@@ -369,6 +374,26 @@ mod tests {
         assert!(!dir
             .path()
             .join("_partial/train-000001.tar.zst.tmp")
+            .exists());
+    }
+
+    #[test]
+    fn a_failed_local_finish_leaves_neither_the_shard_nor_its_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = Destination::open(dir.path().to_str().unwrap(), None).unwrap();
+        // A directory in the way makes the final rename fail.
+        std::fs::create_dir(dir.path().join("train-000000.tar.zst")).unwrap();
+        let mut out = dest.create_shard("train-000000.tar.zst").unwrap();
+        out.write_all(b"hello").unwrap();
+        let err = out.finish().unwrap_err().to_string();
+        assert!(
+            err.contains("rename into place") && err.contains("train-000000.tar.zst"),
+            "{err}"
+        );
+        assert!(dir.path().join("train-000000.tar.zst").is_dir());
+        assert!(!dir
+            .path()
+            .join("_partial/train-000000.tar.zst.tmp")
             .exists());
     }
 
