@@ -23,6 +23,15 @@ pub enum LoaderError {
         #[source]
         source: d2ae_shard::index::IndexError,
     },
+    #[error(
+        "{url}/index.json: split {split} says {declared} samples but its shards hold {listed}"
+    )]
+    IndexCounts {
+        url: String,
+        split: String,
+        declared: u64,
+        listed: u64,
+    },
     #[error("shard {shard} ({path}) failed after {attempts} attempts: {source}")]
     Fetch {
         shard: String,

@@ -48,6 +48,10 @@ pub(crate) struct ShardSource {
     pub name: Arc<str>,
     pub attempts: u32,
     pub backoff: Duration,
+    /// Samples at the shard's start that this rank does not need: parsed past, not sent.
+    pub skip: u64,
+    /// Stop once this many samples (counting the skipped ones) are through; `None`: read to the end.
+    pub stop_after: Option<u64>,
 }
 
 /// Read one shard to the end (or until the receiver is gone), sending samples to `tx`.
@@ -95,6 +99,9 @@ fn parse(
     let mut archive = tar::Archive::new(decoder);
     let entries = archive.entries().map_err(|e| format!("tar: {e}"))?;
     let mut assembler = Assembler::default();
+    // Samples started so far (counted by key, as the assembler groups them) and the current key.
+    let mut started = 0u64;
+    let mut key_now = String::new();
     for entry in entries {
         if cancel.is_cancelled() {
             return Ok(());
@@ -110,14 +117,28 @@ fn parse(
                 "member {name:?} is {size} bytes, over the {MAX_MEMBER_BYTES} limit"
             ));
         }
-        let mut data = Vec::with_capacity(size as usize);
-        entry
-            .read_to_end(&mut data)
-            .map_err(|e| format!("member {name:?}: {e}"))?;
         let Some((key, ext)) = split_member_name(&name) else {
             tracing::warn!(shard = %source.name, member = %name, "ignoring a member not named <key>.<ext>");
             continue;
         };
+        if started == 0 || key != key_now {
+            if source.stop_after == Some(started) {
+                // Every sample this rank needs from the shard is through (the last one completed
+                // when this next key began).
+                break;
+            }
+            started += 1;
+            key_now.clear();
+            key_now.push_str(key);
+        }
+        if started <= source.skip {
+            // Not this rank's sample: the tar reader skips the body without copying it.
+            continue;
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| format!("member {name:?}: {e}"))?;
         if let Some(done) = assembler.push(key, ext, Bytes::from(data)) {
             if tx.send_blocking(ShardMsg::Sample(done)).is_err() {
                 return Ok(());

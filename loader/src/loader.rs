@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! shard readers (blocking threads, ≤ readahead+1)   GET stream → zstd → tar → samples
-//!   → order stage (one async task)                   shard order, shuffle buffer, rank slots,
-//!                                                     gathered into one job per batch
+//!   → order stage (one async task)                   this rank's range of the epoch stream,
+//!                                                     shuffle buffer, slots, one job per batch
 //!   → decode threads (decode_threads)                 JPEG/PNG → resize → augment → layout,
 //!                                                     straight into the batch buffer; fill
 //!   → batch stage (one thread)                        batches back in order
@@ -99,6 +99,16 @@ impl Loader {
                 url: dataset.url().to_owned(),
                 source,
             })?;
+        // The plan counts `num_samples`, the fetch plan the shards' counts: they must agree.
+        let listed: u64 = split.shards.iter().map(|s| s.num_samples).sum();
+        if listed != split.num_samples {
+            return Err(LoaderError::IndexCounts {
+                url: dataset.url().to_owned(),
+                split: config.split.clone(),
+                declared: split.num_samples,
+                listed,
+            });
+        }
         let plan = RankPlan::new(split.num_samples, &config);
         let batches_per_epoch = plan.batches();
         let (width, height) = match config.image_size {

@@ -17,6 +17,7 @@ pub(crate) struct Counters {
     pub samples_lost: AtomicU64,
     pub samples_filled: AtomicU64,
     pub shards_done: AtomicU64,
+    pub shards_opened: AtomicU64,
     pub shards_failed: AtomicU64,
     pub fetch_retries: AtomicU64,
     pub decode_ns: AtomicU64,
@@ -37,6 +38,7 @@ impl Counters {
             samples_lost: AtomicU64::new(0),
             samples_filled: AtomicU64::new(0),
             shards_done: AtomicU64::new(0),
+            shards_opened: AtomicU64::new(0),
             shards_failed: AtomicU64::new(0),
             fetch_retries: AtomicU64::new(0),
             decode_ns: AtomicU64::new(0),
@@ -95,8 +97,11 @@ pub struct LoaderMetrics {
     pub samples_lost: u64,
     /// Batch slots filled with a repeat of another sample of the batch (because theirs was lost).
     pub samples_filled: u64,
-    /// Shards read to the end.
+    /// Shards read to the end (or as far as this rank needed).
     pub shards_done: u64,
+    /// Shard reads started: this rank's share of the shards, about `num_shards / W` plus the
+    /// boundary shards per epoch (see `docs/LOADER.md`).
+    pub shards_opened: u64,
     /// Shards that ended early (truncated, corrupt) or had fewer samples than the index says.
     pub shards_failed: u64,
     /// Retried GETs.
@@ -134,6 +139,7 @@ impl LoaderMetrics {
             samples_lost: load(&c.samples_lost),
             samples_filled: load(&c.samples_filled),
             shards_done: load(&c.shards_done),
+            shards_opened: load(&c.shards_opened),
             shards_failed: load(&c.shards_failed),
             fetch_retries: load(&c.fetch_retries),
             decode_busy_s: secs(load(&c.decode_ns)),

@@ -1,8 +1,9 @@
 //! Order stage: the single sequential task that decides which sample fills which slot.
 //!
-//! It starts shard readers (at most `readahead_shards` ahead of the one it consumes), walks the
-//! epoch's stream of positions, runs the shuffle buffer, keeps this rank's positions, gathers them
-//! into batches and sends each batch as one [`Job`]. All randomness that defines order lives here;
+//! It starts shard readers for this rank's fetch plan only (at most `readahead_shards` ahead of
+//! the one it consumes), walks the rank's range of the epoch stream, runs the rank's shuffle
+//! buffer, fills slots (and padding), gathers them into batches and sends each batch as one
+//! [`Job`]. All randomness that defines order lives here;
 //! decode threads only see a per-sample augmentation seed, so their number and timing cannot
 //! change any batch.
 
@@ -18,7 +19,7 @@ use crate::config::LoaderConfig;
 use crate::error::LoaderError;
 use crate::fetch::{read_shard, ShardMsg, ShardSource};
 use crate::metrics::{Counters, StageGuard};
-use crate::plan::{augment_seed, shard_order, RankPlan, ShuffleBuffer};
+use crate::plan::{augment_seed, RankPlan, ShardRead, ShuffleBuffer};
 use crate::sample::RawSample;
 use crate::stage::{Job, JobKind, Slot};
 
@@ -150,10 +151,10 @@ impl OrderStage {
             .into_iter()
             .filter(|&(k, _)| k >= skip)
             .collect();
-        // Positions read again by padding slots, kept when they pass (bounded by one batch).
-        let mut kept: HashMap<u64, Option<Item>> = pads.iter().map(|&(_, q)| (q, None)).collect();
-        // Slots below this are filled on the stream's first pass, the rest by padding.
-        let first_pass_end = slots - self.plan.pad_slots().len() as u64;
+        // Local positions read again by padding slots, kept when they pass (at most one batch).
+        let mut kept: HashMap<u64, Option<Item>> = pads.iter().map(|&(_, j)| (j, None)).collect();
+        // Slots below this are filled on the range's first pass, the rest by padding.
+        let first_pass_end = slots.min(self.plan.range_len());
         let mut next_slot = skip;
         let mut buffer = ShuffleBuffer::new(
             if self.config.shuffle {
@@ -164,35 +165,37 @@ impl OrderStage {
             seed,
             epoch,
         );
-        let mut q = 0u64;
-        let order = shard_order(self.shards.len(), seed, epoch, self.config.shuffle);
-        let mut readers = Readers::new(self, order);
+        // Position in this rank's local (shuffled) order.
+        let mut j = 0u64;
+        let counts: Vec<u64> = self.shards.iter().map(|s| s.num_samples).collect();
+        let reads = self
+            .plan
+            .fetch_plan(&counts, seed, epoch, self.config.shuffle);
+        let mut readers = Readers::new(self, reads);
 
-        // Emit one position of the shuffled order: keep it for padding, send it if it is ours.
+        // Emit one position of the local order: keep it for padding, send it if it fills a slot.
         macro_rules! emit {
             ($item:expr) => {{
                 let item: Item = $item;
-                if let Some(slot) = kept.get_mut(&q) {
+                if let Some(slot) = kept.get_mut(&j) {
                     *slot = Some(item.clone());
                 }
-                if let Some(k) = self.plan.first_pass_slot(q) {
-                    if k >= skip {
-                        debug_assert_eq!(k, next_slot);
-                        sink.push(epoch, k, self.slot(item, epoch, k)).await?;
-                        next_slot = k + 1;
-                    }
+                if j < first_pass_end && j >= skip {
+                    debug_assert_eq!(j, next_slot);
+                    sink.push(epoch, j, self.slot(item, epoch, j)).await?;
+                    next_slot = j + 1;
                 }
-                q += 1;
+                j += 1;
             }};
         }
 
-        'shards: while let Some((index, rx)) = readers.next() {
+        'shards: while let Some((read, rx)) = readers.next() {
             // Once every slot of the first pass is sent and no padding needs a later position,
-            // the rest of the epoch is other ranks' business.
+            // the rest of the range is not needed (`Drop` leaves its tail for later epochs).
             if next_slot >= first_pass_end && kept.values().all(Option::is_some) {
                 break 'shards;
             }
-            let entry = &self.shards[index];
+            let entry = &self.shards[read.shard];
             let name: Arc<str> = Arc::from(entry.name.as_str());
             let mut got = 0u64;
             let mut failure = None;
@@ -203,7 +206,7 @@ impl OrderStage {
                 };
                 match msg {
                     Ok(ShardMsg::Sample(sample)) => {
-                        if got == entry.num_samples {
+                        if got == read.take {
                             tracing::warn!(shard = %name, key = %sample.key,
                                 "shard has more samples than index.json says; ignoring the extra ones");
                             continue;
@@ -225,18 +228,19 @@ impl OrderStage {
                     Err(_) => break,
                 }
             }
-            if got < entry.num_samples || failure.is_some() {
+            if got < read.take || failure.is_some() {
                 self.counters
                     .shards_failed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(
                     shard = %name,
-                    "shard ended after {got} of {} samples: {}; going on without the rest",
+                    "shard ended after {} of {} samples: {}; going on without the rest",
+                    read.skip + got,
                     entry.num_samples,
                     failure.as_deref().unwrap_or("no more members")
                 );
             }
-            for _ in got..entry.num_samples {
+            for _ in got..read.take {
                 let item = Item {
                     shard: Arc::clone(&name),
                     sample: None,
@@ -253,8 +257,8 @@ impl OrderStage {
             }
             emit!(out);
         }
-        for (k, q) in pads {
-            let item = kept.get(&q).cloned().flatten().unwrap_or_else(|| Item {
+        for (k, j) in pads {
+            let item = kept.get(&j).cloned().flatten().unwrap_or_else(|| Item {
                 shard: Arc::from("?"),
                 sample: None,
             });
@@ -268,31 +272,31 @@ impl OrderStage {
             Some(sample) => Slot::Sample {
                 shard: item.shard,
                 sample,
-                aug_seed: augment_seed(self.config.seed, epoch, self.plan.virtual_position(slot)),
+                aug_seed: augment_seed(self.config.seed, epoch, self.plan.slot_id(slot)),
             },
             None => Slot::Lost { shard: item.shard },
         }
     }
 }
 
-/// Shard readers running ahead of the order stage, in epoch order.
+/// Shard readers running ahead of the order stage, in the order of this rank's fetch plan.
 struct Readers<'a> {
     stage: &'a OrderStage,
-    pending: VecDeque<usize>,
-    active: VecDeque<(usize, async_channel::Receiver<ShardMsg>)>,
+    pending: VecDeque<ShardRead>,
+    active: VecDeque<(ShardRead, async_channel::Receiver<ShardMsg>)>,
 }
 
 impl<'a> Readers<'a> {
-    fn new(stage: &'a OrderStage, order: Vec<usize>) -> Self {
+    fn new(stage: &'a OrderStage, reads: Vec<ShardRead>) -> Self {
         Readers {
             stage,
-            pending: order.into(),
+            pending: reads.into(),
             active: VecDeque::new(),
         }
     }
 
-    /// The next shard's sample channel, starting readers to keep `readahead_shards` ahead.
-    fn next(&mut self) -> Option<(usize, async_channel::Receiver<ShardMsg>)> {
+    /// The next read's sample channel, starting readers to keep `readahead_shards` ahead.
+    fn next(&mut self) -> Option<(ShardRead, async_channel::Receiver<ShardMsg>)> {
         self.fill(1);
         let next = self.active.pop_front();
         self.fill(0);
@@ -302,10 +306,10 @@ impl<'a> Readers<'a> {
     fn fill(&mut self, extra: usize) {
         let limit = self.stage.config.readahead_shards + extra;
         while self.active.len() < limit {
-            let Some(index) = self.pending.pop_front() else {
+            let Some(read) = self.pending.pop_front() else {
                 return;
             };
-            let entry = &self.stage.shards[index];
+            let entry = &self.stage.shards[read.shard];
             let (tx, rx) = async_channel::bounded(SHARD_QUEUE);
             let source = ShardSource {
                 store: Arc::clone(&self.stage.location.store),
@@ -313,12 +317,21 @@ impl<'a> Readers<'a> {
                 name: Arc::from(entry.name.as_str()),
                 attempts: self.stage.config.fetch_attempts,
                 backoff: self.stage.config.fetch_backoff,
+                skip: read.skip,
+                // A read that runs to the shard's end goes on to its real end, so extra samples
+                // beyond the index's count are noticed (and ignored).
+                stop_after: (read.skip + read.take < entry.num_samples)
+                    .then_some(read.skip + read.take),
             };
+            self.stage
+                .counters
+                .shards_opened
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let counters = Arc::clone(&self.stage.counters);
             let cancel = self.stage.cancel.clone();
             let rt = Handle::current();
             tokio::task::spawn_blocking(move || read_shard(rt, source, tx, counters, cancel));
-            self.active.push_back((index, rx));
+            self.active.push_back((read, rx));
         }
     }
 }

@@ -89,9 +89,15 @@ fn epochs_differ_in_order_and_cover_the_same_samples() {
 
 #[test]
 fn ranks_are_disjoint_covering_and_equal_in_batch_count() {
+    // 2 shards, then 1, for 3 ranks: fewer shards than ranks.
+    for per_shard in [60, 101] {
+        ranks_split(per_shard);
+    }
+}
+
+fn ranks_split(per_shard: usize) {
     let dir = tempfile::tempdir().unwrap();
-    // 2 shards for 3 ranks: fewer shards than ranks.
-    synthetic_dataset(dir.path(), 101, 60, 32).unwrap();
+    synthetic_dataset(dir.path(), 101, per_shard, 32).unwrap();
     for remainder in [Remainder::Drop, Remainder::Pad] {
         let per_rank: Vec<Vec<Batch>> = (0..3)
             .map(|rank| {
@@ -131,6 +137,13 @@ fn ranks_are_disjoint_covering_and_equal_in_batch_count() {
             _ => {
                 assert_eq!(total, 3 * 5 * 8);
                 assert_eq!(seen.len(), 101, "Pad: every sample somewhere");
+                // Each rank's ⌈101/3⌉ = 34 samples, then 6 repeats of its own first ones.
+                for b in &per_rank {
+                    let k = keys(b);
+                    let own: HashSet<&String> = k[..34].iter().collect();
+                    assert_eq!(own.len(), 34);
+                    assert_eq!(k[34..], k[..6]);
+                }
             }
         }
     }
@@ -152,6 +165,47 @@ fn ranks_are_disjoint_covering_and_equal_in_batch_count() {
         all,
         (0..101).map(|i| format!("s{i:06}")).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_rank_reads_only_the_shards_under_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 shards of 25, 4 ranks: each rank's 50 samples lie in 2 shards (3 when unaligned).
+    synthetic_dataset(dir.path(), 200, 25, 32).unwrap();
+    let total_bytes: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.zst"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let mut keys_of_all = HashSet::new();
+    for rank in 0..4 {
+        let mut loader = BlockingLoader::open(
+            &url(dir.path()),
+            LoaderConfig {
+                rank,
+                world_size: 4,
+                ..train(2, 8, 4)
+            },
+            None,
+        )
+        .unwrap();
+        let batches: Vec<Batch> = loader.by_ref().map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 2 * 6);
+        keys_of_all.extend(keys(&batches[..6]));
+        let m = loader.metrics();
+        assert!(
+            (4..=6).contains(&m.shards_opened),
+            "rank {rank} opened {} shards in 2 epochs",
+            m.shards_opened
+        );
+        assert!(
+            m.bytes_read * 8 <= total_bytes * 2 * 3,
+            "rank {rank} read {} of 2 × {total_bytes} bytes",
+            m.bytes_read
+        );
+    }
+    assert_eq!(keys_of_all.len(), 4 * 6 * 8, "ranks disjoint in epoch 0");
 }
 
 #[test]
@@ -409,6 +463,30 @@ fn a_truncated_shard_ends_with_an_error_logged_and_the_loader_goes_on() {
         got[got.len() - 20..],
         (40..60).map(|i| format!("s{i:06}")).collect::<Vec<_>>()[..]
     );
+
+    // Split over 2 ranks, the broken shard is a boundary shard (rank 1 starts at its sample 10):
+    // together they lose exactly what one rank lost, and nothing shifts.
+    let mut lost = 0;
+    let mut by_ranks = Vec::new();
+    for rank in 0..2 {
+        let mut loader = BlockingLoader::open(
+            &url(dir.path()),
+            LoaderConfig {
+                rank,
+                world_size: 2,
+                ..LoaderConfig::eval("train", 8)
+            },
+            None,
+        )
+        .unwrap();
+        by_ranks.extend(keys(
+            &loader.by_ref().map(|b| b.unwrap()).collect::<Vec<_>>(),
+        ));
+        let m = loader.metrics();
+        lost += m.samples_lost + m.samples_skipped;
+    }
+    assert_eq!(by_ranks, got);
+    assert_eq!(lost, 20 - from_broken as u64);
 
     // Garbage in place of a zstd frame: same handling.
     std::fs::write(&shard, b"definitely not zstd").unwrap();
