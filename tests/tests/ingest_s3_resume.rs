@@ -1,0 +1,221 @@
+//! Kill an ingest to a real S3-compatible server (moto on 127.0.0.1) midway, rerun it, and get
+//! exactly the dataset an uninterrupted run writes. While it runs, every shard object the bucket
+//! lists under its final name must already be complete: the multipart upload is invisible until
+//! it is completed.
+
+mod ingest_util;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use d2ae_tests::{run_ok, S3Server};
+use ingest_util::*;
+
+/// Download every object under a prefix: endpoint, bucket, prefix, local folder.
+const DOWNLOAD: &str = r#"
+import boto3, os, sys
+endpoint, bucket, prefix, out = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                  aws_secret_access_key="testing", region_name="us-east-1")
+for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]:
+    path = os.path.join(out, o["Key"][len(prefix) + 1:])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    s3.download_file(bucket, o["Key"], path)
+"#;
+
+/// GET `url` with curl (moto answers unsigned reads).
+fn curl(url: &str) -> Vec<u8> {
+    run_ok(Command::new("curl").args(["-fsS", url])).stdout
+}
+
+/// The texts of every `<tag>` element in an XML answer.
+fn xml_texts(xml: &[u8], tag: &str) -> Vec<String> {
+    let xml = String::from_utf8_lossy(xml);
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(&open)
+        .skip(1)
+        .filter_map(|s| s.split_once(&close).map(|(text, _)| text.to_owned()))
+        .collect()
+}
+
+/// Keys under `prefix` in `bucket` (fewer than 1000 here, so one page), relative to the prefix.
+fn list(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
+    let xml = curl(&format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}/"));
+    let mut keys: Vec<String> = xml_texts(&xml, "Key")
+        .into_iter()
+        .map(|k| {
+            k.strip_prefix(&format!("{prefix}/"))
+                .unwrap_or(&k)
+                .to_owned()
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Check that every shard listed in the bucket equals the uninterrupted run's shard of that name
+/// (fetching each name once); returns how many are listed.
+fn check_visible_shards(
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+    reference: &Path,
+    checked: &mut BTreeSet<String>,
+) -> usize {
+    let keys = list(endpoint, bucket, prefix);
+    let shards: Vec<&String> = keys.iter().filter(|k| k.ends_with(".tar.zst")).collect();
+    for name in &shards {
+        assert!(!name.contains('/'), "shard outside the root: {name}");
+        if checked.insert((*name).clone()) {
+            let body = curl(&format!("{endpoint}/{bucket}/{prefix}/{name}"));
+            let expected = std::fs::read(reference.join(name))
+                .unwrap_or_else(|e| panic!("{name} is not a shard of the reference run: {e}"));
+            assert!(
+                body == expected,
+                "{name} is visible with {} bytes, the complete shard has {}",
+                body.len(),
+                expected.len()
+            );
+        }
+    }
+    shards.len()
+}
+
+#[test]
+fn killed_ingest_to_s3_resumes_to_the_uninterrupted_result() {
+    let server = S3Server::start();
+    let bucket = server.bucket("resume");
+    let prefix = "runs/synth";
+    let url = format!("s3://{bucket}/{prefix}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    run_ok(
+        ingest()
+            .args(["synth", "--out", src.to_str().unwrap()])
+            .args([
+                "--identities",
+                "50",
+                "--images-per-identity",
+                "4",
+                "--held-out-identities",
+                "0",
+                "--folds",
+                "0",
+                "--seed",
+                "4",
+            ]),
+    );
+    let args = |out: &str, workers: &str| -> Vec<String> {
+        let mut a: Vec<String> = [
+            src.to_str().unwrap(),
+            "--out",
+            out,
+            "--shard-size",
+            "20KB",
+            "--workers",
+            workers,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if out.starts_with("s3://") {
+            a.extend(["--endpoint".to_owned(), server.endpoint.clone()]);
+        }
+        a
+    };
+    let run = |a: Vec<String>| ingest_json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let reference = tmp.path().join("reference");
+    let full = run(args(reference.to_str().unwrap(), "2"));
+    assert_eq!(full["accepted"], 200, "{full}");
+    let total_shards = full["shards"].as_u64().unwrap() as usize;
+    assert!(total_shards >= 40, "{full}");
+
+    // Start the ingest to the bucket on one worker and kill it once a few shards are complete,
+    // checking all along that no shard is visible before it is whole.
+    let mut child = ingest()
+        .args(args(&url, "1"))
+        .arg("--json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut checked = BTreeSet::new();
+    let receipts = |keys: &[String]| {
+        keys.iter()
+            .filter(|k| k.starts_with("_partial/receipts/"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        check_visible_shards(&server.endpoint, &bucket, prefix, &reference, &mut checked);
+        if receipts(&list(&server.endpoint, &bucket, prefix)) >= 3 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ingest finished before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "no progress within 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let keys = list(&server.endpoint, &bucket, prefix);
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k == "index.json" || k == "rejects.jsonl"),
+        "a killed run must not look complete: {keys:?}"
+    );
+    let visible = check_visible_shards(&server.endpoint, &bucket, prefix, &reference, &mut checked);
+    let done = receipts(&keys);
+    assert!(done >= 3 && visible >= done, "{keys:?}");
+    assert!(done < total_shards, "killed too late: {keys:?}");
+    // For the record: the shard being written when killed is an unfinished multipart upload.
+    let uploads = xml_texts(
+        &curl(&format!("{}/{bucket}?uploads", server.endpoint)),
+        "Key",
+    );
+    eprintln!("killed after {done} receipts; {visible} shards visible; open uploads {uploads:?}");
+
+    let resumed = run(args(&url, "2"));
+    assert_eq!(resumed["resumed_shards"], done as u64, "{resumed}");
+    assert!(resumed["processed"].as_u64().unwrap() < 200, "{resumed}");
+    assert_eq!(resumed["accepted"], 200, "{resumed}");
+    assert_eq!(resumed["shards"], total_shards as u64, "{resumed}");
+
+    // The bucket now holds exactly the uninterrupted run's files, byte for byte.
+    let keys = list(&server.endpoint, &bucket, prefix);
+    let mut expected: Vec<String> = shard_files(&reference);
+    expected.extend(["index.json".to_owned(), "rejects.jsonl".to_owned()]);
+    expected.sort();
+    assert_eq!(
+        keys, expected,
+        "no _partial state or stray objects are left"
+    );
+    // Fetched with boto3 (moto answers unsigned reads of the shards, which the polling above
+    // relies on for speed, but not of every object), it is the uninterrupted run's dataset.
+    let fetched = tmp.path().join("fetched");
+    d2ae_tests::run_python(
+        DOWNLOAD,
+        &[&server.endpoint, &bucket, prefix, fetched.to_str().unwrap()],
+    );
+    assert_same_dataset(&reference, &fetched);
+    let (ok, report) = verify(&url, &["--endpoint", &server.endpoint]);
+    assert!(ok, "{report}");
+    assert_eq!(report["samples"], 200);
+    assert_eq!(report["shards"], total_shards as u64);
+
+    // Each of the 200 keys exactly once.
+    let samples = read_samples(&fetched);
+    let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
+    for sample in &samples {
+        *per_key.entry(sample["key"].as_str().unwrap()).or_default() += 1;
+    }
+    assert_eq!(per_key.len(), 200);
+    assert!(per_key.values().all(|&n| n == 1), "duplicates: {per_key:?}");
+}
