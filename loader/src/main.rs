@@ -88,6 +88,12 @@ struct BenchArgs {
     /// Batches queued for the consumer.
     #[arg(long, default_value_t = 4)]
     prefetch: usize,
+    /// This process's rank: the loader reads only this rank's share of the shards.
+    #[arg(long, default_value_t = 0)]
+    rank: usize,
+    /// Number of ranks the split is divided among.
+    #[arg(long, default_value_t = 1)]
+    world_size: usize,
     /// Interleaved N×H×W×3 output instead of N×3×H×W.
     #[arg(long)]
     nhwc: bool,
@@ -303,6 +309,8 @@ async fn bench(args: &BenchArgs) -> Result<()> {
             LoaderConfig::default().augment
         },
         epochs: Some(args.epochs),
+        rank: args.rank,
+        world_size: args.world_size,
         store: args.source.store(),
         ..Default::default()
     };
@@ -352,6 +360,8 @@ async fn bench(args: &BenchArgs) -> Result<()> {
     report.insert("split".into(), args.split.clone().into());
     report.insert("decode_threads".into(), args.threads.into());
     report.insert("batch_size".into(), args.batch_size.into());
+    report.insert("rank".into(), args.rank.into());
+    report.insert("world_size".into(), args.world_size.into());
     report.insert("image_size".into(), out.0.into());
     report.insert("images".into(), main.images.into());
     report.insert("images_per_sec".into(), main.images_per_sec.into());
@@ -381,6 +391,13 @@ async fn bench(args: &BenchArgs) -> Result<()> {
     println!(
         "loader, {} decode threads: {:>7.0} images/s ({:.0} per CPU-second), {} images in {:.2} s",
         args.threads, main.images_per_sec, main.images_per_cpu_sec, main.images, main.wall_s
+    );
+    println!(
+        "rank {} of {}: read {:.1} MB from {} shard reads",
+        args.rank,
+        args.world_size,
+        main.metrics.bytes_read as f64 / 1e6,
+        main.metrics.shards_opened
     );
     println!(
         "consumer waited {:.3} s in total; {:.1} MB/s read; peak RSS {:.1} MB (bound {:.1} MB above the {:.1} MB before)",
