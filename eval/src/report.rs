@@ -715,17 +715,17 @@ pub fn markdown(r: &ReportJson, rel_dir: &str) -> String {
         if let Some(a) = &r.adversary {
             let _ = writeln!(
                 md,
-                "The model's adversary W_P classifies {} of validation images by identity from f_P (step {}{}).\n",
+                "The model's adversary W_P classifies {}% of validation images by identity from f_P (step {}{}).\n",
                 percent(a.accuracy),
                 a.step,
-                a.chance.map_or(String::new(), |c| format!(", chance {}", percent(c)))
+                a.chance.map_or(String::new(), |c| format!(", chance {}%", percent(c)))
             );
         }
         if let Some(p) = &r.identity_probe {
             let _ = writeln!(
                 md,
                 "A fresh linear probe (one-vs-rest SVMs, C = {}) trained on the {} identities of `{}` ({} rows), scored on {} rows of `{}`: \
-                 the adversary is fooled by construction, a new probe is not.\n",
+                 unlike the adversary, f_P was never trained to fool it.\n",
                 p.c, p.identities, p.train_split, p.train_rows, p.test_rows, p.test_split
             );
             let _ = writeln!(md, "{}", probe::table(p).to_markdown());
