@@ -15,11 +15,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The project root (the workspace directory).
+///
+/// Taken from the `CARGO_MANIFEST_DIR` that `cargo test` sets for the running test, not the one
+/// compiled in: checkouts at other paths share one target directory (`~/.cache/d2ae/target`),
+/// and a harness compiled in another checkout would otherwise point the tests at that one.
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_owned()
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let start =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| compiled.to_owned(), PathBuf::from);
+    start
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file() && d.join("scripts").is_dir())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| compiled.parent().expect("tests/ has a parent").to_owned())
 }
 
 /// `../shared/data/` beside the project (panics with a clear message when it is missing).
