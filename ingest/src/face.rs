@@ -55,6 +55,8 @@ pub enum FaceReject {
     NoFaceInBox { detected: usize, face_box: [f32; 4] },
     #[error("bad landmarks: {detail}")]
     BadLandmarks { detail: String },
+    #[error("bad face box: {detail}")]
+    BadBox { detail: String },
     #[error("face too small: interpupillary distance {ipd_px:.1} px < {min} px")]
     TooSmall { ipd_px: f32, min: f32 },
     #[error("face detector failed: {0}")]
@@ -69,6 +71,7 @@ impl FaceReject {
             FaceReject::NoFace { .. } => "no_face",
             FaceReject::NoFaceInBox { .. } => "no_face_in_box",
             FaceReject::BadLandmarks { .. } => "bad_landmarks",
+            FaceReject::BadBox { .. } => "bad_box",
             FaceReject::TooSmall { .. } => "too_small",
             FaceReject::Detector(_) => "detector_error",
         }
@@ -102,6 +105,8 @@ pub fn prepare_face(
 /// - otherwise `detector`: align to the landmarks of the face [`best_in_box`] picks when
 ///   `face_box` (displayed photo pixels) is given, else of the most prominent face. Only its eyes
 ///   must lie inside the photo: for a face cut by the border the detector extrapolates the rest.
+///   The box must have an area and overlap the photo ([`check_box`]); given landmarks or
+///   `aligned_input` make it unused and unchecked.
 pub fn prepare_face_in_box(
     bytes: &[u8],
     landmarks: Option<&Landmarks>,
@@ -161,6 +166,27 @@ fn check_points(
         }
     }
     Ok(t)
+}
+
+/// Validate a labelled face box `[x1, y1, x2, y2]` against the displayed photo size: finite, a
+/// positive width and height, and some overlap with the photo (a box may cross the border, as a
+/// border-cut face's does, but one wholly outside labels no one in this photo).
+pub fn check_box(b: [f32; 4], (w, h): (u32, u32)) -> Result<(), FaceReject> {
+    let bad = |why: &str| {
+        Err(FaceReject::BadBox {
+            detail: format!("[{}, {}, {}, {}] {why}", b[0], b[1], b[2], b[3]),
+        })
+    };
+    if b.iter().any(|v| !v.is_finite()) {
+        return bad("is not finite");
+    }
+    if !(b[2] > b[0] && b[3] > b[1]) {
+        return bad("has no area (needs x2 > x1 and y2 > y1)");
+    }
+    if b[2] <= 0.0 || b[3] <= 0.0 || b[0] >= w as f32 || b[1] >= h as f32 {
+        return bad(&format!("lies outside the {w}x{h} image"));
+    }
+    Ok(())
 }
 
 /// [`check_points`], then reject faces too small to align well.
@@ -278,6 +304,9 @@ impl<'a> Photo<'a> {
         face_box: Option<[f32; 4]>,
         cfg: &FaceConfig,
     ) -> Result<PreparedFace, FaceReject> {
+        if let Some(b) = face_box {
+            check_box(b, self.display)?;
+        }
         // Decode at the coarsest scale whose long side still fills the detector input.
         let long = self.display.0.max(self.display.1) as f64;
         let denom = self.denom_at_most(long / det.config().input_size as f64);
@@ -416,6 +445,30 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.reason(), "decode_error", "{err}");
+    }
+
+    #[test]
+    fn boxes_without_area_or_outside_the_photo_are_bad() {
+        let dims = (200, 160);
+        assert!(check_box([10.0, 20.0, 60.0, 90.0], dims).is_ok());
+        // Crossing the border is fine (a border-cut face).
+        assert!(check_box([-30.0, -10.0, 40.0, 50.0], dims).is_ok());
+        assert!(check_box([180.0, 140.0, 260.0, 220.0], dims).is_ok());
+        for (b, why) in [
+            ([10.0, 20.0, 10.0, 90.0], "no area"),
+            ([60.0, 20.0, 10.0, 90.0], "no area"),
+            ([10.0, 90.0, 60.0, 20.0], "no area"),
+            ([f32::NAN, 20.0, 60.0, 90.0], "not finite"),
+            ([10.0, 20.0, f32::INFINITY, 90.0], "not finite"),
+            ([200.0, 20.0, 260.0, 90.0], "outside the 200x160"),
+            ([10.0, 160.0, 60.0, 200.0], "outside"),
+            ([-80.0, 20.0, -10.0, 90.0], "outside"),
+            ([10.0, -90.0, 60.0, 0.0], "outside"),
+        ] {
+            let err = check_box(b, dims).unwrap_err();
+            assert_eq!(err.reason(), "bad_box");
+            assert!(err.to_string().contains(why), "{b:?}: {err}");
+        }
     }
 
     /// The eyes of the synthetic face land where the alignment puts them, through the scaled,

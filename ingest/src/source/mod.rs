@@ -44,7 +44,8 @@ pub struct SourceItem {
     /// Landmarks given by the source, if any.
     pub landmarks: Option<Points>,
     /// The labelled person's face box `[x1, y1, x2, y2]` in source pixels (CelebA's
-    /// `list_bbox_celeba.txt`): with the detector, picks which detected face to align.
+    /// `list_bbox_celeba.txt`, a manifest's box): with the detector, picks which detected face to
+    /// align. Not yet checked against the photo (that is [`crate::face::check_box`]'s job).
     pub face_box: Option<[f32; 4]>,
     /// Values of [`SourceDataset::attributes`], in that order (`None` = not given).
     pub attributes: Vec<Option<bool>>,
