@@ -77,26 +77,41 @@ pub fn identity_probe(set: &FeatureSet, args: &ProbeArgs) -> Result<ProbeOutput>
     for &i in &train_rows {
         *counts.entry(set.identity[i]).or_default() += 1;
     }
-    let classes: Vec<i64> = counts.keys().copied().collect();
-    if classes.len() < 2 {
+    if counts.len() < 2 {
         bail!(
             "split {:?} has {} identity; a probe needs at least 2",
             args.train_split,
-            classes.len()
+            counts.len()
         );
     }
-    let test_rows: Vec<usize> = set
+    let mut train_rows = train_rows;
+    let mut test_split = args.test_split.clone();
+    let mut test_rows: Vec<usize> = set
         .rows_of_split(&args.test_split)
         .into_iter()
         .filter(|&i| counts.contains_key(&set.identity[i]))
         .collect();
     if test_rows.is_empty() {
+        // A partition by identity (CelebA's) leaves the test split no identity the probe knows:
+        // hold out every 5th image of each training identity instead.
+        (train_rows, test_rows) = hold_out_per_identity(set, &train_rows, 5);
+        test_split = format!(
+            "{} (every 5th image of an identity held out)",
+            args.train_split
+        );
+        counts.clear();
+        for &i in &train_rows {
+            *counts.entry(set.identity[i]).or_default() += 1;
+        }
+    }
+    if test_rows.is_empty() || counts.len() < 2 {
         bail!(
-            "no rows of split {:?} belong to an identity of split {:?}",
+            "no rows of split {:?} belong to an identity of split {:?}, and too few images per identity to hold some out",
             args.test_split,
             args.train_split
         );
     }
+    let classes: Vec<i64> = counts.keys().copied().collect();
     let mut test_counts: BTreeMap<i64, usize> = BTreeMap::new();
     for &i in &test_rows {
         *test_counts.entry(set.identity[i]).or_default() += 1;
@@ -138,7 +153,7 @@ pub fn identity_probe(set: &FeatureSet, args: &ProbeArgs) -> Result<ProbeOutput>
     }
     Ok(ProbeOutput {
         train_split: args.train_split.clone(),
-        test_split: args.test_split.clone(),
+        test_split,
         identities: classes.len(),
         train_rows: train_rows.len(),
         test_rows: test_rows.len(),
@@ -146,6 +161,29 @@ pub fn identity_probe(set: &FeatureSet, args: &ProbeArgs) -> Result<ProbeOutput>
         c: args.c,
         results,
     })
+}
+
+/// `rows` split per identity into (kept, held out), in row order: every `k`-th image of an
+/// identity is held out, or its last one when it has fewer than `k` (but at least 2).
+fn hold_out_per_identity(set: &FeatureSet, rows: &[usize], k: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut total: BTreeMap<i64, usize> = BTreeMap::new();
+    for &i in rows {
+        *total.entry(set.identity[i]).or_default() += 1;
+    }
+    let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
+    let (mut kept, mut held) = (Vec::new(), Vec::new());
+    for &i in rows {
+        let id = set.identity[i];
+        let n = seen.entry(id).or_default();
+        let t = total[&id];
+        if t >= 2 && ((*n + 1) % k == 0 || (t < k && *n == t - 1)) {
+            held.push(i);
+        } else {
+            kept.push(i);
+        }
+        *n += 1;
+    }
+    (kept, held)
 }
 
 /// Rows `rows` of a row-major buffer `cols` wide, copied out.
@@ -275,5 +313,28 @@ mod tests {
         };
         let e = identity_probe(&s, &args).unwrap_err().to_string();
         assert!(e.contains("at least 2"), "{e}");
+    }
+
+    #[test]
+    fn identity_partitioned_splits_fall_back_to_held_out_training_images() {
+        // CelebA-like: val holds other identities than train.
+        let mut s = set();
+        for (r, split) in s.meta.splits.iter_mut().enumerate() {
+            *split = if r / 30 == 3 { "val" } else { "train" }.to_owned();
+        }
+        let args = ProbeArgs {
+            features: PathBuf::new(),
+            train_split: "train".into(),
+            test_split: "val".into(),
+            feature: FeatureChoice::T,
+            c: 0.1,
+            json: false,
+        };
+        let out = identity_probe(&s, &args).unwrap();
+        assert_eq!(out.identities, 3);
+        // 3 identities × 30 images: every 5th held out.
+        assert_eq!((out.train_rows, out.test_rows), (72, 18));
+        assert!(out.test_split.contains("held out"), "{}", out.test_split);
+        assert!(out.results[0].accuracy > 0.9, "{out:?}");
     }
 }
