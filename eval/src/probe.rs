@@ -176,7 +176,7 @@ fn hold_out_per_identity(set: &FeatureSet, rows: &[usize], k: usize) -> (Vec<usi
         let id = set.identity[i];
         let n = seen.entry(id).or_default();
         let t = total[&id];
-        if t >= 2 && ((*n + 1) % k == 0 || (t < k && *n == t - 1)) {
+        if t >= 2 && ((*n + 1).is_multiple_of(k) || (t < k && *n == t - 1)) {
             held.push(i);
         } else {
             kept.push(i);
