@@ -13,29 +13,14 @@
 //! detector call (resize + inference + decoding; photos decoded beforehand). `VERBOSE=1` names
 //! photos with an eye error over 5% of the IPD.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use d2ae_ingest::detect::{most_prominent, Detection, Detector, DetectorConfig, InputShape};
+use d2ae_ingest::detect::{most_prominent, Detector, DetectorConfig, InputShape};
 use d2ae_ingest::image_io::{decode_rgb, DecodeLimits};
-use serde_json::Value;
 
-struct RefFace {
-    score: f32,
-    bbox: [f32; 4],
-    kps: [[f32; 2]; 5],
-}
-
-fn diff(o: &Detection, r: &RefFace) -> f32 {
-    let mut m = 0f32;
-    for i in 0..4 {
-        m = m.max((o.bbox[i] - r.bbox[i]).abs());
-    }
-    for (a, b) in o.landmarks.iter().zip(&r.kps) {
-        m = m.max((a[0] - b[0]).abs()).max((a[1] - b[1]).abs());
-    }
-    m
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{max_abs_diff, reference_detections, shared_data, tolerance, RefFace};
 
 fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
@@ -45,9 +30,7 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 }
 
 fn main() {
-    let data = std::env::var_os("D2AE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/data"));
+    let data = shared_data();
     let sizes: Vec<u32> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -57,29 +40,14 @@ fn main() {
     } else {
         sizes
     };
-    let refs = std::fs::read_to_string(data.join("models/yunet/reference_detections.jsonl"))
-        .expect("reference_detections.jsonl (set D2AE_SHARED_DATA)");
-    let mut photos = Vec::new();
-    for line in refs.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).expect("jsonl");
-        let faces: Vec<RefFace> = v["faces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                let b: Vec<f32> = serde_json::from_value(f["box_xyxy"].clone()).unwrap();
-                let k: Vec<[f32; 2]> = serde_json::from_value(f["kps5"].clone()).unwrap();
-                RefFace {
-                    score: f["score"].as_f64().unwrap() as f32,
-                    bbox: [b[0], b[1], b[2], b[3]],
-                    kps: [k[0], k[1], k[2], k[3], k[4]],
-                }
-            })
-            .collect();
-        let bytes = std::fs::read(data.join(v["image"].as_str().unwrap())).unwrap();
-        let img = decode_rgb(&bytes, &DecodeLimits::default()).unwrap();
-        photos.push((img, faces, v["image"].as_str().unwrap().to_owned()));
-    }
+    let photos: Vec<_> = reference_detections(&data)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(data.join(&p.image)).unwrap();
+            let img = decode_rgb(&bytes, &DecodeLimits::default()).unwrap();
+            (img, p.faces, p.image)
+        })
+        .collect();
     let verbose = std::env::var_os("VERBOSE").is_some();
     let total: usize = photos.iter().map(|p| p.1.len()).sum();
     println!("{} photos, {total} reference faces", photos.len());
@@ -104,9 +72,7 @@ fn main() {
                 let ours = det.detect(img).unwrap();
                 secs += t.elapsed().as_secs_f64();
                 for r in faces {
-                    let side = (r.bbox[2] - r.bbox[0]).max(r.bbox[3] - r.bbox[1]);
-                    let tol = (0.01 * side).max(2.0);
-                    if ours.iter().any(|o| diff(o, r) <= tol) {
+                    if ours.iter().any(|o| max_abs_diff(o, r) <= tolerance(r)) {
                         close += 1;
                     }
                     if ours.iter().any(|o| iou(&o.bbox, &r.bbox) >= 0.5) {

@@ -22,17 +22,8 @@ use d2ae_ingest::face::{prepare_face, FaceConfig};
 use d2ae_ingest::image_io::{decode_rgb, DecodeLimits};
 use image::RgbImage;
 
-fn shared_data() -> PathBuf {
-    let dir = std::env::var_os("D2AE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    assert!(
-        dir.join("README.md").exists(),
-        "shared test data not found at {} (set D2AE_SHARED_DATA)",
-        dir.display()
-    );
-    dir
-}
+mod support;
+use support::shared_data;
 
 /// Single-subject photos: the CelebA mini set, the face_recognition portraits, LFW and the
 /// insightface crop.

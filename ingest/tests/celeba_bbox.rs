@@ -2,18 +2,13 @@
 //! `photos/insightface/t1.jpg`) each labelled box yields its own person, not the most prominent
 //! face, and a box around no face is rejected as `no_face_in_box`.
 
-use std::path::PathBuf;
-
 use d2ae_ingest::detect::{Detector, DetectorConfig};
 use d2ae_ingest::face::FaceConfig;
 use d2ae_ingest::make::{Encoding, FaceMaker, SampleMaker};
 use d2ae_ingest::source::celeba;
 
-fn shared_data() -> PathBuf {
-    std::env::var_os("D2AE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
-}
+mod support;
+use support::shared_data;
 
 #[test]
 fn labelled_box_selects_the_face_in_a_group_photo() {

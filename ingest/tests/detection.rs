@@ -9,45 +9,11 @@
 //! photo. That case occurs twice here, on `biden2.jpg` (420 px boxes at scores 0.70 and 0.64: 3.0
 //! and 2.0 px); every face of 200 px or less is held to 2 px.
 
-use std::path::PathBuf;
-
-use d2ae_ingest::detect::{Detection, Detector, DetectorConfig, InputShape};
+use d2ae_ingest::detect::{Detector, DetectorConfig, InputShape};
 use d2ae_ingest::image_io::{decode_rgb, DecodeLimits};
 
-fn shared_data() -> PathBuf {
-    let dir = std::env::var_os("D2AE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    assert!(
-        dir.join("README.md").exists(),
-        "shared test data not found at {} (set D2AE_SHARED_DATA)",
-        dir.display()
-    );
-    dir
-}
-
-struct RefFace {
-    score: f32,
-    bbox: [f32; 4],
-    kps: [[f32; 2]; 5],
-}
-
-/// 2 px, or 1% of the box's larger side for boxes over 200 px.
-fn tolerance(r: &RefFace) -> f32 {
-    let side = (r.bbox[2] - r.bbox[0]).max(r.bbox[3] - r.bbox[1]);
-    (0.01 * side).max(2.0)
-}
-
-fn max_abs_diff(ours: &Detection, r: &RefFace) -> f32 {
-    let mut m = 0f32;
-    for i in 0..4 {
-        m = m.max((ours.bbox[i] - r.bbox[i]).abs());
-    }
-    for (a, b) in ours.landmarks.iter().zip(&r.kps) {
-        m = m.max((a[0] - b[0]).abs()).max((a[1] - b[1]).abs());
-    }
-    m
-}
+mod support;
+use support::{max_abs_diff, reference_detections, shared_data, tolerance};
 
 #[test]
 fn yunet_matches_reference_detections_within_2px() {
@@ -71,28 +37,11 @@ fn check_against_reference(shape: InputShape, max_over_2px: usize) {
         ..DetectorConfig::default()
     };
     let det = Detector::load(&model, cfg).expect("load YuNet");
-    let refs = std::fs::read_to_string(data.join("models/yunet/reference_detections.jsonl"))
-        .expect("reference_detections.jsonl");
     let limits = DecodeLimits::default();
     let (mut images, mut matched, mut worst, mut over_2px) = (0, 0, 0f32, 0);
     let mut failures = Vec::new();
-    for line in refs.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).expect("jsonl line");
-        let rel = v["image"].as_str().expect("image");
-        let faces: Vec<RefFace> = v["faces"]
-            .as_array()
-            .expect("faces")
-            .iter()
-            .map(|f| {
-                let b: Vec<f32> = serde_json::from_value(f["box_xyxy"].clone()).unwrap();
-                let k: Vec<[f32; 2]> = serde_json::from_value(f["kps5"].clone()).unwrap();
-                RefFace {
-                    score: f["score"].as_f64().unwrap() as f32,
-                    bbox: [b[0], b[1], b[2], b[3]],
-                    kps: [k[0], k[1], k[2], k[3], k[4]],
-                }
-            })
-            .collect();
+    for photo in reference_detections(&data) {
+        let (rel, faces) = (photo.image.as_str(), photo.faces);
         let bytes = std::fs::read(data.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
         let img = decode_rgb(&bytes, &limits).unwrap_or_else(|e| panic!("{rel}: {e}"));
         let ours = det.detect(&img).unwrap_or_else(|e| panic!("{rel}: {e}"));

@@ -12,11 +12,8 @@ use d2ae_ingest::face::FaceConfig;
 use d2ae_ingest::make::{Encoding, FaceMaker, SampleMaker};
 use d2ae_ingest::source::manifest;
 
-fn shared_data() -> PathBuf {
-    std::env::var_os("D2AE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
-}
+mod support;
+use support::shared_data;
 
 fn detector_path() -> PathBuf {
     shared_data().join("models/yunet/yunet_s_640_640.onnx")
