@@ -92,22 +92,7 @@ fn killed_ingest_to_s3_resumes_to_the_uninterrupted_result() {
 
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    run_ok(
-        ingest()
-            .args(["synth", "--out", src.to_str().unwrap()])
-            .args([
-                "--identities",
-                "50",
-                "--images-per-identity",
-                "4",
-                "--held-out-identities",
-                "0",
-                "--folds",
-                "0",
-                "--seed",
-                "4",
-            ]),
-    );
+    synth_celeba(&src, 50, 4);
     let args = |out: &str, workers: &str| -> Vec<String> {
         let mut a: Vec<String> = [
             src.to_str().unwrap(),

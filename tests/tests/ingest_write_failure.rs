@@ -14,26 +14,6 @@ use ingest_util::*;
 /// Bytes per `ulimit -f` block.
 const BLOCK: u64 = 512;
 
-/// A seeded synthetic CelebA root of `identities` × 4 photos (landmarks included, no detector).
-fn synth(root: &Path, identities: usize) {
-    d2ae_tests::run_ok(
-        ingest()
-            .args(["synth", "--out", root.to_str().unwrap()])
-            .args([
-                "--identities",
-                &identities.to_string(),
-                "--images-per-identity",
-                "4",
-                "--held-out-identities",
-                "0",
-                "--folds",
-                "0",
-                "--seed",
-                "3",
-            ]),
-    );
-}
-
 /// The first shard `k ≥ 1` that would not fit under a per-file limit that all shards before it fit
 /// under, and that limit in blocks.
 fn limit_failing_at(sizes: &[u64]) -> Option<(usize, u64)> {
@@ -48,7 +28,7 @@ fn limit_failing_at(sizes: &[u64]) -> Option<(usize, u64)> {
 fn a_write_failure_stops_cleanly_and_a_rerun_completes() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    synth(&src, 20);
+    synth_celeba(&src, 20, 3);
     let args = |out: &Path| -> Vec<String> {
         [
             src.to_str().unwrap(),

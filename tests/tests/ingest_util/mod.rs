@@ -154,3 +154,15 @@ pub fn celeba_folders(root: &Path, copies: usize) -> usize {
     }
     n
 }
+
+/// A seeded synthetic CelebA root at `root`: `identities` × 4 photos with landmarks, no held-out
+/// identities and no pairs (`d2ae-ingest synth`).
+pub fn synth_celeba(root: &Path, identities: usize, seed: u64) {
+    run_ok(
+        ingest()
+            .args(["synth", "--out", root.to_str().unwrap()])
+            .args(["--identities", &identities.to_string()])
+            .args(["--images-per-identity", "4", "--held-out-identities", "0"])
+            .args(["--folds", "0", "--seed", &seed.to_string()]),
+    );
+}
