@@ -73,10 +73,7 @@ pub fn identity_probe(set: &FeatureSet, args: &ProbeArgs) -> Result<ProbeOutput>
         bail!("no rows in split {:?}", args.train_split);
     }
     // Classes: the identities of the training split, in index order.
-    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
-    for &i in &train_rows {
-        *counts.entry(set.identity[i]).or_default() += 1;
-    }
+    let mut counts = identity_counts(set, &train_rows);
     if counts.len() < 2 {
         bail!(
             "split {:?} has {} identity; a probe needs at least 2",
@@ -99,10 +96,7 @@ pub fn identity_probe(set: &FeatureSet, args: &ProbeArgs) -> Result<ProbeOutput>
             "{} (every 5th image of an identity held out)",
             args.train_split
         );
-        counts.clear();
-        for &i in &train_rows {
-            *counts.entry(set.identity[i]).or_default() += 1;
-        }
+        counts = identity_counts(set, &train_rows);
     }
     if test_rows.is_empty() || counts.len() < 2 {
         bail!(
@@ -112,19 +106,17 @@ pub fn identity_probe(set: &FeatureSet, args: &ProbeArgs) -> Result<ProbeOutput>
         );
     }
     let classes: Vec<i64> = counts.keys().copied().collect();
-    let mut test_counts: BTreeMap<i64, usize> = BTreeMap::new();
-    for &i in &test_rows {
-        *test_counts.entry(set.identity[i]).or_default() += 1;
-    }
-    let chance = *test_counts.values().max().expect("non-empty") as f64 / test_rows.len() as f64;
+    let largest = identity_counts(set, &test_rows).into_values().max();
+    let chance = largest.expect("non-empty") as f64 / test_rows.len() as f64;
 
     let mut results = Vec::new();
     for kind in args.feature.kinds(set) {
         let (buf, cols) = set
             .features(kind)
             .with_context(|| format!("reading {}", kind.label()))?;
-        let mut train_x = gather(&buf, cols, &train_rows);
-        let mut test_x = gather(&buf, cols, &test_rows);
+        let all = FeatureSet::matrix(&buf, cols);
+        let mut train_x = all.select_rows(&train_rows);
+        let mut test_x = all.select_rows(&test_rows);
         let z = Standardize::fit(&train_x, cols);
         z.apply(&mut train_x);
         z.apply(&mut test_x);
@@ -166,10 +158,7 @@ pub fn identity_probe(set: &FeatureSet, args: &ProbeArgs) -> Result<ProbeOutput>
 /// `rows` split per identity into (kept, held out), in row order: every `k`-th image of an
 /// identity is held out, or its last one when it has fewer than `k` (but at least 2).
 fn hold_out_per_identity(set: &FeatureSet, rows: &[usize], k: usize) -> (Vec<usize>, Vec<usize>) {
-    let mut total: BTreeMap<i64, usize> = BTreeMap::new();
-    for &i in rows {
-        *total.entry(set.identity[i]).or_default() += 1;
-    }
+    let total = identity_counts(set, rows);
     let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
     let (mut kept, mut held) = (Vec::new(), Vec::new());
     for &i in rows {
@@ -186,13 +175,13 @@ fn hold_out_per_identity(set: &FeatureSet, rows: &[usize], k: usize) -> (Vec<usi
     (kept, held)
 }
 
-/// Rows `rows` of a row-major buffer `cols` wide, copied out.
-fn gather(buf: &[f32], cols: usize, rows: &[usize]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows.len() * cols);
+/// Images per identity among `rows`, by identity index.
+fn identity_counts(set: &FeatureSet, rows: &[usize]) -> BTreeMap<i64, usize> {
+    let mut counts = BTreeMap::new();
     for &i in rows {
-        out.extend_from_slice(&buf[i * cols..(i + 1) * cols]);
+        *counts.entry(set.identity[i]).or_default() += 1;
     }
-    out
+    counts
 }
 
 /// Index of the one-vs-rest SVM with the largest decision value.
@@ -266,16 +255,21 @@ mod tests {
         s
     }
 
-    #[test]
-    fn probe_finds_identity_in_f_t_and_none_in_noise() {
-        let args = ProbeArgs {
+    /// Probe arguments for `train` → `val` on `feature`.
+    fn args(train_split: &str, feature: FeatureChoice) -> ProbeArgs {
+        ProbeArgs {
             features: PathBuf::new(),
-            train_split: "train".into(),
+            train_split: train_split.into(),
             test_split: "val".into(),
-            feature: FeatureChoice::All,
+            feature,
             c: 0.1,
             json: false,
-        };
+        }
+    }
+
+    #[test]
+    fn probe_finds_identity_in_f_t_and_none_in_noise() {
+        let args = args("train", FeatureChoice::All);
         let out = identity_probe(&set(), &args).unwrap();
         assert_eq!(out.identities, 4);
         assert_eq!((out.train_rows, out.test_rows), (80, 40));
@@ -295,23 +289,14 @@ mod tests {
     #[test]
     fn probe_needs_two_identities_and_shared_test_rows() {
         let mut s = set();
-        let args = ProbeArgs {
-            features: PathBuf::new(),
-            train_split: "nope".into(),
-            test_split: "val".into(),
-            feature: FeatureChoice::T,
-            c: 0.1,
-            json: false,
-        };
-        assert!(identity_probe(&s, &args).is_err());
+        let nope = args("nope", FeatureChoice::T);
+        assert!(identity_probe(&s, &nope).is_err());
         for id in s.identity.iter_mut() {
             *id = 0;
         }
-        let args = ProbeArgs {
-            train_split: "train".into(),
-            ..args
-        };
-        let e = identity_probe(&s, &args).unwrap_err().to_string();
+        let e = identity_probe(&s, &args("train", FeatureChoice::T))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least 2"), "{e}");
     }
 
@@ -322,14 +307,7 @@ mod tests {
         for (r, split) in s.meta.splits.iter_mut().enumerate() {
             *split = if r / 30 == 3 { "val" } else { "train" }.to_owned();
         }
-        let args = ProbeArgs {
-            features: PathBuf::new(),
-            train_split: "train".into(),
-            test_split: "val".into(),
-            feature: FeatureChoice::T,
-            c: 0.1,
-            json: false,
-        };
+        let args = args("train", FeatureChoice::T);
         let out = identity_probe(&s, &args).unwrap();
         assert_eq!(out.identities, 3);
         // 3 identities × 30 images: every 5th held out.
