@@ -195,3 +195,49 @@ fn bad_inputs_are_rejected_with_context() {
         .to_string();
     assert!(err.contains("num_identities"), "{err}");
 }
+
+/// Which features each identity classifier is applied to, for every `classifier_noise` setting:
+/// the logits must equal the classifier applied to exactly that feature (clean or augmented).
+#[test]
+fn classifier_noise_decides_which_features_the_classifiers_see() {
+    use d2ae_train::ClassifierNoise;
+    let (images, _) = common::batch(6, 16, 5, 6);
+    for noise in [
+        ClassifierNoise::All,
+        ClassifierNoise::Identity,
+        ClassifierNoise::None,
+    ] {
+        let mut cfg = common::tiny_config();
+        cfg.stat_aug.classifier_noise = noise;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = D2ae::new(&vs.root(), &cfg, 5).unwrap();
+        let vars = vs.variables();
+        let linear = |group: &str, f: &Tensor| {
+            f.linear(
+                &vars[&format!("{group}.weight")],
+                Some(&vars[&format!("{group}.bias")]),
+            )
+        };
+        let out = model.forward_t(&images, true).unwrap();
+        let same = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-5;
+        let (f_t_aug, f_p_aug) = (out.f_t_aug.as_ref().unwrap(), out.f_p_aug.as_ref().unwrap());
+        let f_p = out.f_p.as_ref().unwrap();
+        let (t_noisy, p_noisy) = match noise {
+            ClassifierNoise::All => (true, true),
+            ClassifierNoise::Identity => (true, false),
+            ClassifierNoise::None => (false, false),
+        };
+        let want_t = linear("w_t", if t_noisy { f_t_aug } else { &out.f_t });
+        let want_p = linear("w_p", if p_noisy { f_p_aug } else { f_p });
+        assert!(same(&out.logits_t, &want_t), "{noise:?}: W_T input");
+        for logits in [&out.logits_p, &out.logits_p_fixed] {
+            assert!(
+                same(logits.as_ref().unwrap(), &want_p),
+                "{noise:?}: W_P input"
+            );
+        }
+        // The noise is real: the other choice would give different logits.
+        let other_p = linear("w_p", if p_noisy { f_p } else { f_p_aug });
+        assert!(!same(out.logits_p.as_ref().unwrap(), &other_p), "{noise:?}");
+    }
+}

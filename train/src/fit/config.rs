@@ -5,6 +5,7 @@
 //! [`TrainConfig`] is the checked, complete result; it is saved as `config.json` in the run
 //! directory and inside every checkpoint.
 
+use crate::model::ClassifierNoise;
 use serde::{Deserialize, Serialize};
 
 /// Every training setting, resolved.
@@ -40,6 +41,8 @@ pub struct TrainConfig {
     pub momentum: f64,
     /// SGD weight decay (L2).
     pub weight_decay: f64,
+    /// The decoder's learning rate as a multiple of `lr` (1 in the paper).
+    pub decoder_lr_mult: f64,
     /// Seed of model initialisation, data order, augmentation and statistical augmentation.
     pub seed: u64,
     /// `cpu`, `cuda` or `cuda:K`.
@@ -72,6 +75,9 @@ pub struct TrainConfig {
     pub lambda_adv: Option<f64>,
     pub lambda_x: Option<f64>,
     pub feature_dim: Option<i64>,
+    /// Which identity classifiers see the statistically augmented features; `None` keeps the
+    /// preset's.
+    pub classifier_noise: Option<ClassifierNoise>,
 }
 
 impl TrainConfig {
@@ -93,6 +99,7 @@ impl TrainConfig {
             lr_decay_epochs: 10,
             momentum: 0.9,
             weight_decay: 5e-4,
+            decoder_lr_mult: 1.0,
             seed: 0,
             device: "cpu".into(),
             checkpoint_every: 1000,
@@ -113,6 +120,7 @@ impl TrainConfig {
             lambda_adv: None,
             lambda_x: None,
             feature_dim: None,
+            classifier_noise: None,
         }
     }
 
@@ -190,6 +198,11 @@ pub struct ConfigOverrides {
     /// SGD weight decay [default: 5e-4].
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// The decoder's learning rate as a multiple of --lr [default: 1, the paper's]. The decoder
+    /// learns only from L_X, whose paper weight λ_X ≈ 1/(pixels) makes its gradients tiny: on
+    /// short runs a faster decoder reconstructs more than colour blobs (docs/TRAINING.md).
+    #[arg(long)]
+    pub decoder_lr_mult: Option<f64>,
     /// Seed for initialisation, data order and noise [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -245,6 +258,11 @@ pub struct ConfigOverrides {
     /// Size of f_T and f_P [default: the preset's, 256].
     #[arg(long)]
     pub feature_dim: Option<i64>,
+    /// Which identity classifiers train on the statistically augmented features (eq. 5): `all`
+    /// (W_T and the adversary W_P), `identity` (W_T only; the adversary and L_H see the clean
+    /// f_P) or `none` (the noise feeds only the augmented reconstruction) [default: the preset's].
+    #[arg(long, value_enum)]
+    pub classifier_noise: Option<ClassifierNoise>,
     /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -273,6 +291,7 @@ impl ConfigOverrides {
             lr_decay_epochs,
             momentum,
             weight_decay,
+            decoder_lr_mult,
             seed,
             device,
             checkpoint_every,
@@ -297,6 +316,7 @@ impl ConfigOverrides {
             lambda_adv,
             lambda_x,
             feature_dim,
+            classifier_noise,
             endpoint
         );
     }

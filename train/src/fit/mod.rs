@@ -35,7 +35,7 @@ use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::dist::{broadcast_parameters, Collective, GradSync, DEFAULT_BUCKET_BYTES};
-use crate::model::{normalise, Ablation, D2ae, ModelConfig};
+use crate::model::{normalise, Ablation, D2ae, ModelConfig, ParamGroup};
 use checkpoint::{CheckpointDir, CheckpointMeta};
 pub use config::{ConfigOverrides, TrainConfig};
 use runlog::JsonlLog;
@@ -96,6 +96,9 @@ pub fn model_config(cfg: &TrainConfig) -> Result<ModelConfig> {
     }
     if let Some(v) = cfg.feature_dim {
         m.branch.feature_dim = v;
+    }
+    if let Some(v) = cfg.classifier_noise {
+        m.stat_aug.classifier_noise = v;
     }
     m.validate()?;
     Ok(m)
@@ -317,6 +320,15 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
             weight_decay: cfg.weight_decay,
         },
     );
+    if cfg.decoder_lr_mult != 1.0 {
+        for (group, params) in model.param_groups(&vs) {
+            if group == ParamGroup::Decoder {
+                for (name, _) in params {
+                    opt.scale_lr(&name, cfg.decoder_lr_mult);
+                }
+            }
+        }
+    }
     let mut step = 0u64;
     let resumed_from = resumed.as_ref().map(|c| c.meta.step);
     if let Some(c) = resumed {

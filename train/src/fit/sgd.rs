@@ -22,6 +22,8 @@ pub struct Sgd {
     cfg: SgdConfig,
     params: BTreeMap<String, Tensor>,
     momentum: BTreeMap<String, Tensor>,
+    /// Learning-rate multipliers of parameters whose name starts with a prefix.
+    lr_scales: Vec<(String, f64)>,
 }
 
 impl Sgd {
@@ -35,7 +37,21 @@ impl Sgd {
             cfg,
             params,
             momentum: BTreeMap::new(),
+            lr_scales: Vec::new(),
         }
+    }
+
+    /// Scale the learning rate of every parameter whose name starts with `prefix` by `scale`
+    /// (the first matching prefix wins).
+    pub fn scale_lr(&mut self, prefix: &str, scale: f64) {
+        self.lr_scales.push((prefix.to_owned(), scale));
+    }
+
+    fn lr_scale(&self, name: &str) -> f64 {
+        self.lr_scales
+            .iter()
+            .find(|(prefix, _)| name.starts_with(prefix.as_str()))
+            .map_or(1.0, |(_, s)| *s)
     }
 
     /// The optimised parameters, by name.
@@ -56,8 +72,9 @@ impl Sgd {
             momentum,
             weight_decay,
         } = self.cfg;
+        let scales: Vec<f64> = self.params.keys().map(|n| self.lr_scale(n)).collect();
         no_grad(|| {
-            for (name, p) in self.params.iter_mut() {
+            for ((name, p), scale) in self.params.iter_mut().zip(scales) {
                 let grad = p.grad();
                 if !grad.defined() {
                     continue;
@@ -81,7 +98,7 @@ impl Sgd {
                     };
                     g = buf;
                 }
-                let _ = p.g_sub_(&(g * lr));
+                let _ = p.g_sub_(&(g * (lr * scale)));
             }
         });
     }
@@ -144,6 +161,31 @@ mod tests {
         }
         let v = f64::try_from(p.get(0)).unwrap();
         assert!((v - (-0.9425)).abs() < 1e-6, "{v}");
+    }
+
+    #[test]
+    fn scaled_parameters_move_by_their_multiple_of_the_step() {
+        let a = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let mut opt = Sgd::new(
+            [
+                ("encoder.w".to_string(), a.shallow_clone()),
+                ("decoder.w".to_string(), b.shallow_clone()),
+            ],
+            SgdConfig {
+                momentum: 0.0,
+                weight_decay: 0.0,
+            },
+        );
+        opt.scale_lr("decoder.", 10.0);
+        opt.zero_grad();
+        quadratic_grad(&a);
+        quadratic_grad(&b);
+        opt.step(0.01);
+        // grad = 2: the encoder moves by 0.02, the decoder by 0.2.
+        let (va, vb) = (f64::try_from(&a).unwrap(), f64::try_from(&b).unwrap());
+        assert!((va - 0.98).abs() < 1e-6, "{va}");
+        assert!((vb - 0.8).abs() < 1e-6, "{vb}");
     }
 
     #[test]

@@ -126,6 +126,28 @@ pub struct StatAugConfig {
     pub enabled: bool,
     /// Momentum of the running σ estimate, as in batch norm: running ← (1−m)·running + m·σ_batch.
     pub momentum: f64,
+    /// Which identity classifiers see the augmented features (the reconstruction always trains on
+    /// both f and f̃). Absent in older configs, which behave as [`ClassifierNoise::All`].
+    #[serde(default)]
+    pub classifier_noise: ClassifierNoise,
+}
+
+/// Which identity classifiers are trained on the noisy f̃ instead of f (section 3.4 leaves it open:
+/// "the loss functions aforementioned can be straightforwardly modified by the augmented features").
+///
+/// The choice matters for the adversary: noise of the features' own σ (SNR 1 per channel) hides
+/// most of the identity in f̃_P from a linear W_P, so L_T^adv and L_H then work against a weak
+/// adversary while the clean f_P, which evaluation uses, keeps the identity (docs/TRAINING.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassifierNoise {
+    /// W_T on f̃_T, and the adversary W_P and L_H on f̃_P.
+    #[default]
+    All,
+    /// W_T on f̃_T; the adversary W_P and L_H on the clean f_P.
+    Identity,
+    /// Both classifiers on clean features; f̃ feeds only the augmented reconstruction L̃_X.
+    None,
 }
 
 /// Why a config cannot build a model.
@@ -188,6 +210,7 @@ impl ModelConfig {
             stat_aug: StatAugConfig {
                 enabled: true,
                 momentum: 0.1,
+                classifier_noise: ClassifierNoise::All,
             },
             use_lh: true,
             use_adv: true,
@@ -228,6 +251,7 @@ impl ModelConfig {
             stat_aug: StatAugConfig {
                 enabled: true,
                 momentum: 0.1,
+                classifier_noise: ClassifierNoise::All,
             },
             use_lh: true,
             use_adv: true,
@@ -482,5 +506,22 @@ mod tests {
         fast.adversary_weight = Some(-1.0);
         let err = fast.validate().unwrap_err().to_string();
         assert!(err.contains("adversary_weight"), "{err}");
+    }
+
+    #[test]
+    fn classifier_noise_is_all_in_configs_written_before_it() {
+        let cfg = ModelConfig::small();
+        let mut json: serde_json::Value = serde_json::to_value(&cfg).unwrap();
+        json["stat_aug"]
+            .as_object_mut()
+            .unwrap()
+            .remove("classifier_noise");
+        let old: ModelConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.stat_aug.classifier_noise, ClassifierNoise::All);
+        let mut clean = cfg.clone();
+        clean.stat_aug.classifier_noise = ClassifierNoise::Identity;
+        let text = serde_json::to_string(&clean).unwrap();
+        assert!(text.contains("\"classifier_noise\":\"identity\""), "{text}");
+        assert_eq!(serde_json::from_str::<ModelConfig>(&text).unwrap(), clean);
     }
 }

@@ -30,7 +30,7 @@ pub mod stat_aug;
 use serde::Serialize;
 use tch::{nn, Kind, Tensor};
 
-pub use config::{Ablation, ConfigError, ModelConfig};
+pub use config::{Ablation, ClassifierNoise, ConfigError, ModelConfig};
 pub use pixels::{denormalise, normalise};
 
 use branch::Branch;
@@ -281,7 +281,12 @@ impl D2ae {
         let map = self.encoder.forward_t(images, train);
         let f_t = self.branch_t.forward_t(&map, train);
         let f_t_aug = self.augment(&self.stat_t, &f_t, train);
-        let logits_t = self.w_t.forward(f_t_aug.as_ref().unwrap_or(&f_t));
+        let noise = self.cfg.stat_aug.classifier_noise;
+        let f_t_cls = match noise {
+            ClassifierNoise::None => &f_t,
+            _ => f_t_aug.as_ref().unwrap_or(&f_t),
+        };
+        let logits_t = self.w_t.forward(f_t_cls);
         let mut out = ForwardOutput {
             f_t,
             f_p: None,
@@ -298,7 +303,10 @@ impl D2ae {
         };
         let f_p = d.branch_p.forward_t(&map, train);
         let f_p_aug = self.augment(&d.stat_p, &f_p, train);
-        let f_p_cls = f_p_aug.as_ref().unwrap_or(&f_p);
+        let f_p_cls = match noise {
+            ClassifierNoise::All => f_p_aug.as_ref().unwrap_or(&f_p),
+            _ => &f_p,
+        };
         // Eq. 3 / section 3.2: L_T^adv trains the classifier W_P only, "not the preceding layers
         // in B_P and E", so the adversary sees f_P detached.
         out.logits_p = Some(d.w_p.forward(&f_p_cls.detach()));
