@@ -78,6 +78,8 @@ pub struct TrainConfig {
     /// Which identity classifiers see the statistically augmented features; `None` keeps the
     /// preset's.
     pub classifier_noise: Option<ClassifierNoise>,
+    /// Extra reconstruction weight on the inner face; `None` keeps the preset's (0).
+    pub recon_face_weight: Option<f64>,
 }
 
 impl TrainConfig {
@@ -121,6 +123,7 @@ impl TrainConfig {
             lambda_x: None,
             feature_dim: None,
             classifier_noise: None,
+            recon_face_weight: None,
         }
     }
 
@@ -263,6 +266,11 @@ pub struct ConfigOverrides {
     /// f_P) or `none` (the noise feeds only the augmented reconstruction) [default: the preset's].
     #[arg(long, value_enum)]
     pub classifier_noise: Option<ClassifierNoise>,
+    /// Extra reconstruction weight k on the inner face (eyes, nose, mouth of an aligned crop):
+    /// pixel weights 1 + k·Gaussian, averaging 1 [default: 0, every pixel alike as in the paper].
+    /// Makes a short run reconstruct the mouth, so f_P learns expressions (docs/TRAINING.md).
+    #[arg(long)]
+    pub recon_face_weight: Option<f64>,
     /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -317,6 +325,7 @@ impl ConfigOverrides {
             lambda_x,
             feature_dim,
             classifier_noise,
+            recon_face_weight,
             endpoint
         );
     }

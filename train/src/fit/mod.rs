@@ -100,6 +100,9 @@ pub fn model_config(cfg: &TrainConfig) -> Result<ModelConfig> {
     if let Some(v) = cfg.classifier_noise {
         m.stat_aug.classifier_noise = v;
     }
+    if let Some(v) = cfg.recon_face_weight {
+        m.recon_face_weight = v;
+    }
     m.validate()?;
     Ok(m)
 }

@@ -48,6 +48,18 @@ pub struct ModelConfig {
     /// reconstruction and identity losses when the resolution changes; the paper's value is
     /// `recon_weight` = 1.81e-5 · 235² ≈ 0.9996.
     pub recon_weight: f64,
+    /// Extra reconstruction weight on the inner face (0: every pixel alike, as in the paper).
+    ///
+    /// The per-pixel weights are 1 + k·g(x, y), with g a Gaussian over the eyes, nose and mouth of
+    /// an aligned crop (`d2ae-ingest`'s default template), rescaled to average 1 so λ_X keeps its
+    /// meaning. A short run's decoder otherwise spends itself on background and hair colour and
+    /// never reconstructs the mouth, so f_P has no reason to carry a smile (docs/TRAINING.md).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recon_face_weight: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Which encoder E to build.
@@ -218,6 +230,7 @@ impl ModelConfig {
             lambda_t: 1.0,
             lambda_p: 0.1,
             adversary_weight: None,
+            recon_face_weight: 0.0,
             // 1.81e-5 · 235², so λ_X = 1.81e-5 exactly as in the paper.
             recon_weight: 0.999_572_5,
         }
@@ -259,6 +272,7 @@ impl ModelConfig {
             lambda_t: 1.0,
             lambda_p: 0.1,
             adversary_weight: None,
+            recon_face_weight: 0.0,
             recon_weight: 1.0,
         }
     }
@@ -388,6 +402,7 @@ impl ModelConfig {
             ("lambda_p", self.lambda_p),
             ("adversary_weight", self.lambda_adv()),
             ("recon_weight", self.recon_weight),
+            ("recon_face_weight", self.recon_face_weight),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return invalid(field, format!("{v} is not a finite non-negative weight"));

@@ -3,7 +3,7 @@
 //! Where gradients go is decided by what the model feeds in ([`super::ForwardOutput`]): these
 //! functions are plain math.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Softmax cross-entropy against integer labels (eq. 2; also L_T^adv): mean over the batch.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
@@ -29,6 +29,34 @@ pub fn reconstruction(images: &Tensor, recon: &Tensor) -> Tensor {
     (images - recon).square().sum(Kind::Float) * (0.5 / batch)
 }
 
+/// L_X with per-pixel `weights` (`[1, 1, H, W]`, broadcast over the batch and channels).
+pub fn reconstruction_weighted(images: &Tensor, recon: &Tensor, weights: &Tensor) -> Tensor {
+    let batch = images.size()[0] as f64;
+    ((images - recon).square() * weights).sum(Kind::Float) * (0.5 / batch)
+}
+
+/// The inner-face emphasis of [`super::ModelConfig::recon_face_weight`]: `1 + k·g` with g a
+/// Gaussian centred between the eyes and the mouth of `d2ae-ingest`'s aligned crop (eyes at 38% of
+/// the height, mouth corners near 76%: docs/ALIGNMENT.md), σ 16% of the width and 20% of the
+/// height, rescaled to mean 1. `[1, 1, size, size]`.
+pub fn face_weight_map(size: i64, k: f64, device: Device) -> Tensor {
+    let s = size as f64;
+    let mut w = Vec::with_capacity((size * size) as usize);
+    for i in 0..size {
+        let y = (i as f64 + 0.5) / s;
+        for j in 0..size {
+            let x = (j as f64 + 0.5) / s;
+            let (dx, dy) = ((x - 0.5) / 0.16, (y - 0.6) / 0.2);
+            w.push(1.0 + k * (-0.5 * (dx * dx + dy * dy)).exp());
+        }
+    }
+    let mean = w.iter().sum::<f64>() / w.len() as f64;
+    let w: Vec<f32> = w.iter().map(|v| (v / mean) as f32).collect();
+    Tensor::from_slice(&w)
+        .view([1, 1, size, size])
+        .to_device(device)
+}
+
 /// Fraction of rows whose arg-max equals the label (a scalar tensor, no gradient).
 pub fn accuracy(logits: &Tensor, labels: &Tensor) -> Tensor {
     logits
@@ -42,7 +70,6 @@ pub fn accuracy(logits: &Tensor, labels: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
 
     #[test]
     fn uniform_cross_entropy_is_log_n_at_uniform_and_larger_elsewhere() {
@@ -78,5 +105,29 @@ mod tests {
         let ce = cross_entropy(&logits, &labels).double_value(&[]);
         let want = (2f64.ln() + (1.0 + (-10f64).exp()).ln()) / 2.0;
         assert!((ce - want).abs() < 1e-5, "{ce} vs {want}");
+    }
+
+    #[test]
+    fn face_weight_map_averages_one_and_peaks_on_the_inner_face() {
+        let w = face_weight_map(40, 8.0, Device::Cpu);
+        assert_eq!(w.size(), [1, 1, 40, 40]);
+        assert!((w.mean(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-5);
+        let at = |x: i64, y: i64| w.double_value(&[0, 0, y, x]);
+        // Between the eyes and the mouth (x 0.5, y 0.6) vs the top-left corner.
+        assert!(
+            at(20, 24) > 2.5 && at(0, 0) < 0.5,
+            "{} {}",
+            at(20, 24),
+            at(0, 0)
+        );
+        // The mouth (y ≈ 0.76) still weighs more than average.
+        assert!(at(20, 30) > 1.5, "{}", at(20, 30));
+        // k = 0 is uniform, and weighting by it equals L_X.
+        let flat = face_weight_map(8, 0.0, Device::Cpu);
+        let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let y = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let a = reconstruction_weighted(&x, &y, &flat).double_value(&[]);
+        let b = reconstruction(&x, &y).double_value(&[]);
+        assert!((a - b).abs() < 1e-4 * b, "{a} {b}");
     }
 }

@@ -211,6 +211,8 @@ struct Dispelling {
     w_p: Classifier,
     stat_p: StatAug,
     decoder: Decoder,
+    /// Per-pixel weights of L_X and L̃_X when `recon_face_weight` > 0.
+    recon_weights: Option<Tensor>,
 }
 
 /// The D²AE model. Build it on a `VarStore` path; its variables are named
@@ -249,6 +251,9 @@ impl D2ae {
             w_p: Classifier::new(&part(ParamGroup::ClassifierP), dim, num_identities),
             stat_p: StatAug::new(&(p / "stat_p"), dim, cfg.stat_aug.momentum),
             decoder: Decoder::new(&part(ParamGroup::Decoder), cfg, 2 * dim),
+            recon_weights: (cfg.recon_face_weight > 0.0).then(|| {
+                losses::face_weight_map(cfg.image_size, cfg.recon_face_weight, p.device())
+            }),
         });
         let prefix = p.components().map(|c| format!("{c}.")).collect();
         Ok(Self {
@@ -358,14 +363,13 @@ impl D2ae {
             (Some(logits), true) => Some(losses::uniform_cross_entropy(logits)),
             _ => None,
         };
-        let l_x = out
-            .recon
-            .as_ref()
-            .map(|r| losses::reconstruction(images, r));
-        let l_x_aug = out
-            .recon_aug
-            .as_ref()
-            .map(|r| losses::reconstruction(images, r));
+        let weights = self.dispel.as_ref().and_then(|d| d.recon_weights.as_ref());
+        let recon_loss = |r: &Tensor| match weights {
+            Some(w) => losses::reconstruction_weighted(images, r, w),
+            None => losses::reconstruction(images, r),
+        };
+        let l_x = out.recon.as_ref().map(recon_loss);
+        let l_x_aug = out.recon_aug.as_ref().map(recon_loss);
         let mut total = &l_t * cfg.lambda_t;
         for (term, weight) in [
             (&l_adv, cfg.lambda_adv()),
