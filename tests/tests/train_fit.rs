@@ -116,8 +116,22 @@ fn small_preset_learns_on_real_photos() {
 
 #[test]
 fn killed_run_resumes_to_the_same_losses() {
+    killed_run_resumes(&[]);
+}
+
+/// Adam's moments and step count travel in the checkpoint too.
+#[test]
+fn killed_adam_run_resumes_to_the_same_losses() {
+    killed_run_resumes(&["--optimizer", "adam", "--lr", "0.001"]);
+}
+
+fn killed_run_resumes(extra: &[&str]) {
     let data = celeba_dataset().to_str().unwrap().to_owned();
-    let args = ["--steps", "12", "--checkpoint-every", "4", "--seed", "7"];
+    let args = [
+        &["--steps", "12", "--checkpoint-every", "4", "--seed", "7"],
+        extra,
+    ]
+    .concat();
     let whole = tempfile::tempdir().unwrap();
     run_ok(&mut fit(&data, whole.path().to_str().unwrap(), &args));
 

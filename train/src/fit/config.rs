@@ -5,6 +5,7 @@
 //! [`TrainConfig`] is the checked, complete result; it is saved as `config.json` in the run
 //! directory and inside every checkpoint.
 
+use super::optim::OptimizerKind;
 use crate::model::ClassifierNoise;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +42,11 @@ pub struct TrainConfig {
     pub momentum: f64,
     /// SGD weight decay (L2).
     pub weight_decay: f64,
+    /// The update rule (absent in configs written before Adam existed: SGD).
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
     /// The decoder's learning rate as a multiple of `lr` (1 in the paper).
+    #[serde(default = "one")]
     pub decoder_lr_mult: f64,
     /// Seed of model initialisation, data order, augmentation and statistical augmentation.
     pub seed: u64,
@@ -82,6 +87,10 @@ pub struct TrainConfig {
     pub recon_face_weight: Option<f64>,
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 impl TrainConfig {
     /// The paper's settings (section 4.2) for `data` and `out`.
     pub fn paper_defaults(data: String, out: String) -> TrainConfig {
@@ -101,6 +110,7 @@ impl TrainConfig {
             lr_decay_epochs: 10,
             momentum: 0.9,
             weight_decay: 5e-4,
+            optimizer: OptimizerKind::Sgd,
             decoder_lr_mult: 1.0,
             seed: 0,
             device: "cpu".into(),
@@ -206,6 +216,11 @@ pub struct ConfigOverrides {
     /// short runs a faster decoder reconstructs more than colour blobs (docs/TRAINING.md).
     #[arg(long)]
     pub decoder_lr_mult: Option<f64>,
+    /// The update rule: sgd (momentum, as the paper's schedule implies) or adam (per-parameter
+    /// step sizes: the decoder and the adversary learn at full speed whatever λ_X and λ_adv;
+    /// use a learning rate near 1e-3) [default: sgd].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
     /// Seed for initialisation, data order and noise [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -300,6 +315,7 @@ impl ConfigOverrides {
             momentum,
             weight_decay,
             decoder_lr_mult,
+            optimizer,
             seed,
             device,
             checkpoint_every,

@@ -13,8 +13,8 @@ pub mod amp;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod optim;
 pub mod runlog;
-pub mod sgd;
 pub mod tensor_io;
 pub mod validate;
 
@@ -38,8 +38,8 @@ use crate::dist::{broadcast_parameters, Collective, GradSync, DEFAULT_BUCKET_BYT
 use crate::model::{normalise, Ablation, D2ae, ModelConfig, ParamGroup};
 use checkpoint::{CheckpointDir, CheckpointMeta};
 pub use config::{ConfigOverrides, TrainConfig};
+use optim::{Optimizer, OptimizerConfig};
 use runlog::JsonlLog;
-use sgd::{Sgd, SgdConfig};
 use validate::{validate, ValReport};
 
 /// What a finished (or interrupted) run reports.
@@ -316,9 +316,10 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(device);
     let model = D2ae::new(&vs.root(), &mcfg, num_identities)?;
-    let mut opt = Sgd::new(
+    let mut opt = Optimizer::new(
         vs.variables(),
-        SgdConfig {
+        OptimizerConfig {
+            kind: cfg.optimizer,
             momentum: cfg.momentum,
             weight_decay: cfg.weight_decay,
         },
@@ -393,7 +394,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
     });
 
     let save_checkpoint =
-        |step: u64, epoch: u64, loader_state: &LoaderState, opt: &Sgd| -> Result<String> {
+        |step: u64, epoch: u64, loader_state: &LoaderState, opt: &Optimizer| -> Result<String> {
             let meta = CheckpointMeta {
                 step,
                 epoch,
@@ -404,7 +405,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
                 config: to_json(&cfg),
             };
             let model_vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-            let bytes = checkpoint::encode(&meta, &model_vars, opt.state())?;
+            let bytes = checkpoint::encode(&meta, &model_vars, &opt.state())?;
             rt.block_on(async {
                 ckpts.save(step, bytes, cfg.keep_checkpoints).await?;
                 run.upload_logs().await
