@@ -7,7 +7,9 @@
 //! dataset's landmark file would supply them) and once with the YuNet detector. The references are
 //! `scripts/bench/ingest_reference.py` (OpenCV and PIL variants, single-threaded, photos
 //! preloaded into memory, `webdataset.TarWriter` to memory) on the same photos and landmarks.
-//! Rates are images per second per core; `--workers` adds a run of ours on several cores.
+//! Rates are images per second per core; `--workers` adds a run of ours on several cores. With the
+//! detector, ours runs once per `--detector-strategy` (rows `ours coarse-fine`, `ours full`); the
+//! references always detect on the whole image.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +20,7 @@ use d2ae_shard::ImageSpec;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::DetectorInputArg;
+use crate::cli::{DetectorInputArg, DetectorStrategyArg};
 use crate::detect::{Detector, DetectorConfig, InputShape};
 use crate::face::FaceConfig;
 use crate::make::{Encoding, FaceMaker};
@@ -59,6 +61,14 @@ pub struct BenchArgs {
     /// Detector input shape (`fit`: photo + black margin, `square`: letterbox), both sides.
     #[arg(long, value_enum, default_value_t = DetectorInputArg::Fit)]
     pub detector_input: DetectorInputArg,
+    /// Our detector strategies, each a row (the references always run the full image).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "coarse-fine,full"
+    )]
+    pub detector_strategy: Vec<DetectorStrategyArg>,
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -69,13 +79,15 @@ pub struct BenchArgs {
 pub struct BenchRow {
     /// `landmarks` or `detector`.
     pub mode: String,
-    /// `ours`, `opencv` or `pil`.
+    /// `ours` (with the detector `ours coarse-fine` / `ours full`), `opencv` or `pil`.
     pub variant: String,
     pub workers: usize,
     pub images: u64,
     pub seconds: f64,
     pub images_per_s: f64,
     pub images_per_s_per_core: f64,
+    /// Detector input shapes compiled during the timed run (0: all in the untimed warm-up).
+    pub shapes_compiled_while_timed: usize,
 }
 
 struct Photo {
@@ -184,7 +196,9 @@ fn run_ours(
     detector: Option<Detector>,
     workers: usize,
     mode: &str,
+    variant: &str,
 ) -> anyhow::Result<BenchRow> {
+    let shapes_before = detector.as_ref().map_or(0, Detector::compiled_shapes);
     let maker = FaceMaker {
         detector,
         config: FaceConfig::default(),
@@ -223,14 +237,16 @@ fn run_ours(
             summary.rejects
         );
     }
+    let shapes_after = maker.detector.as_ref().map_or(0, Detector::compiled_shapes);
     Ok(BenchRow {
         mode: mode.into(),
-        variant: "ours".into(),
+        variant: variant.into(),
         workers,
         images: summary.processed,
         seconds: summary.seconds,
         images_per_s: summary.images_per_second,
         images_per_s_per_core: summary.images_per_second / workers as f64,
+        shapes_compiled_while_timed: shapes_after - shapes_before,
     })
 }
 
@@ -282,6 +298,7 @@ fn run_python(
         seconds: v["seconds"].as_f64().unwrap_or(0.0),
         images_per_s: rate,
         images_per_s_per_core: rate,
+        shapes_compiled_while_timed: 0,
     })
 }
 
@@ -307,14 +324,25 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<Vec<BenchRow>> {
         let manifest = write_manifest(&tmp, &photos, args.images, with_landmarks)?;
         let mut worker_counts = vec![1];
         worker_counts.extend(args.workers.filter(|w| *w > 1));
+        let strategies: Vec<Option<DetectorStrategyArg>> = if with_landmarks {
+            vec![None]
+        } else {
+            args.detector_strategy.iter().copied().map(Some).collect()
+        };
         for workers in worker_counts {
-            let detector = if with_landmarks {
-                None
-            } else {
-                Some(warmed_detector(&yunet, args, &photos)?)
-            };
-            let out = tmp.join(format!("out-{mode}-{workers}"));
-            rows.push(run_ours(&manifest, &out, detector, workers, mode)?);
+            for &strategy in &strategies {
+                let (detector, variant) = match strategy {
+                    None => (None, "ours".to_string()),
+                    Some(s) => (
+                        Some(warmed_detector(&yunet, args, s, &photos)?),
+                        format!("ours {}", s.name()),
+                    ),
+                };
+                let out = tmp.join(format!("out-{mode}-{workers}"));
+                rows.push(run_ours(
+                    &manifest, &out, detector, workers, mode, &variant,
+                )?);
+            }
         }
         if !args.no_python {
             let det = (!with_landmarks).then_some(yunet.as_path());
@@ -336,13 +364,19 @@ fn input_name(arg: DetectorInputArg) -> &'static str {
 
 /// The detector as configured, run once on every photo untimed so that each input shape's plan
 /// is compiled before the clock starts (the Python reference likewise warms up).
-fn warmed_detector(path: &Path, args: &BenchArgs, photos: &[Photo]) -> anyhow::Result<Detector> {
+fn warmed_detector(
+    path: &Path,
+    args: &BenchArgs,
+    strategy: DetectorStrategyArg,
+    photos: &[Photo],
+) -> anyhow::Result<Detector> {
     let cfg = DetectorConfig {
         input_size: args.detector_size,
         shape: match args.detector_input {
             DetectorInputArg::Fit => InputShape::Fit,
             DetectorInputArg::Square => InputShape::Square,
         },
+        strategy: strategy.strategy(),
         ..DetectorConfig::default()
     };
     let det = Detector::load(path, cfg)?;
@@ -365,19 +399,28 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The results as a Markdown table with each of ours against each reference in the same mode.
+/// The results as a Markdown table: each reference against each of ours (1 worker) in the same
+/// mode, and a note if any of ours compiled detector shapes while timed.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut s = String::from("| mode | variant | workers | images | seconds | images/s | images/s per core | ours ÷ this (per core) |\n|---|---|---|---|---|---|---|---|\n");
     for r in rows {
-        let ours = rows
+        let ours: Vec<&BenchRow> = rows
             .iter()
-            .find(|o| o.mode == r.mode && o.variant == "ours" && o.workers == 1)
-            .map(|o| o.images_per_s_per_core);
-        let ratio = match ours {
-            Some(o) if r.variant != "ours" && r.images_per_s_per_core > 0.0 => {
-                format!("{:.2}×", o / r.images_per_s_per_core)
-            }
-            _ => "".into(),
+            .filter(|o| o.mode == r.mode && o.variant.starts_with("ours") && o.workers == 1)
+            .collect();
+        let ratio = if r.variant.starts_with("ours") || r.images_per_s_per_core <= 0.0 {
+            String::new()
+        } else {
+            ours.iter()
+                .map(|o| {
+                    let x = o.images_per_s_per_core / r.images_per_s_per_core;
+                    match o.variant.strip_prefix("ours ") {
+                        Some(name) if ours.len() > 1 => format!("{name} {x:.2}×"),
+                        _ => format!("{x:.2}×"),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         s.push_str(&format!(
             "| {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {} |\n",
@@ -389,6 +432,12 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.images_per_s,
             r.images_per_s_per_core,
             ratio
+        ));
+    }
+    for r in rows.iter().filter(|r| r.shapes_compiled_while_timed > 0) {
+        s.push_str(&format!(
+            "\nNote: {} ({} workers) compiled {} detector input shapes while timed.\n",
+            r.variant, r.workers, r.shapes_compiled_while_timed
         ));
     }
     s

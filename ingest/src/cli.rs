@@ -13,7 +13,7 @@ use d2ae_shard::ImageSpec;
 use serde_json::json;
 
 use crate::align::AlignConfig;
-use crate::detect::{Detector, DetectorConfig, InputShape};
+use crate::detect::{Detector, DetectorConfig, InputShape, Strategy};
 use crate::face::FaceConfig;
 use crate::image_io::DecodeLimits;
 use crate::make::{Encoding, FaceMaker};
@@ -151,6 +151,12 @@ pub struct IngestArgs {
     #[arg(long, value_enum, default_value_t = DetectorInputArg::Fit)]
     pub detector_input: DetectorInputArg,
 
+    /// How the face to align is searched: `coarse-fine` finds candidates at 1/4 of the detector
+    /// size and refines them in windows of the photo (same faces as `full` on the reference
+    /// photos, fewer pixels through the model; docs/ALIGNMENT.md), `full` runs the whole photo.
+    #[arg(long, value_enum, default_value_t = DetectorStrategyArg::CoarseFine)]
+    pub detector_strategy: DetectorStrategyArg,
+
     /// Discard the unfinished state of an earlier run at --out instead of resuming it.
     #[arg(long)]
     pub restart: bool,
@@ -211,6 +217,30 @@ pub enum DetectorInputArg {
     Square,
 }
 
+/// `--detector-strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DetectorStrategyArg {
+    CoarseFine,
+    Full,
+}
+
+impl DetectorStrategyArg {
+    pub fn strategy(self) -> Strategy {
+        match self {
+            DetectorStrategyArg::CoarseFine => Strategy::default(),
+            DetectorStrategyArg::Full => Strategy::Full,
+        }
+    }
+
+    /// The flag's value, as recorded in `index.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorStrategyArg::CoarseFine => "coarse-fine",
+            DetectorStrategyArg::Full => "full",
+        }
+    }
+}
+
 /// Default worker count: every core.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -228,6 +258,7 @@ impl IngestArgs {
                 DetectorInputArg::Fit => "fit",
                 DetectorInputArg::Square => "square",
             }),
+            "detector_strategy": self.detector.as_ref().map(|_| self.detector_strategy.name()),
             "size": self.size,
             "ipd_ratio": self.ipd_ratio,
             "format": match self.format { ImageFormatArg::Jpg => "jpg", ImageFormatArg::Png => "png" },
@@ -267,6 +298,7 @@ pub fn run_ingest(args: &IngestArgs) -> anyhow::Result<Summary> {
                     DetectorInputArg::Fit => InputShape::Fit,
                     DetectorInputArg::Square => InputShape::Square,
                 },
+                strategy: args.detector_strategy.strategy(),
                 ..DetectorConfig::default()
             };
             Some(

@@ -15,7 +15,7 @@ use crate::align::{
     center_crop_resize, center_crop_transform, similarity_from_landmarks, warp_affine, Affine,
     AlignConfig, AlignError, Landmarks, RgbView, Similarity,
 };
-use crate::detect::{best_in_box, most_prominent, Detector};
+use crate::detect::{Detector, Target};
 use crate::image_io::{
     decode_stored,
     jpeg::{self, JpegHeader},
@@ -311,23 +311,24 @@ impl<'a> Photo<'a> {
         let long = self.display.0.max(self.display.1) as f64;
         let denom = self.denom_at_most(long / det.config().input_size as f64);
         let small = self.decode_display(denom)?;
-        let outcome = det
-            .detect_outcome(&small)
+        // Detections are in the 1/denom-scaled image: scale the box the same way.
+        let target = match face_box {
+            Some(b) => Target::InBox(b.map(|v| v / denom as f32)),
+            None => Target::Prominent,
+        };
+        let picked = det
+            .pick(&small, target)
             .map_err(|e| FaceReject::Detector(e.to_string()))?;
-        if outcome.faces.is_empty() {
-            return Err(FaceReject::NoFace {
-                best_score: outcome.best_score,
-            });
-        }
-        let face = match face_box {
-            // Detections are in the 1/denom-scaled image: scale the box the same way.
-            Some(b) => best_in_box(&outcome.faces, b.map(|v| v / denom as f32)).ok_or(
-                FaceReject::NoFaceInBox {
-                    detected: outcome.faces.len(),
+        let Some(face) = picked.face else {
+            return Err(match face_box {
+                Some(b) if picked.detected > 0 => FaceReject::NoFaceInBox {
+                    detected: picked.detected,
                     face_box: b,
                 },
-            )?,
-            None => most_prominent(&outcome.faces).expect("faces is not empty"),
+                _ => FaceReject::NoFace {
+                    best_score: picked.best_score,
+                },
+            });
         };
         let face = face.scaled(denom as f32);
         let lm = Landmarks(face.landmarks.to_vec());

@@ -9,7 +9,9 @@
 //! photo. That case occurs twice here, on `biden2.jpg` (420 px boxes at scores 0.70 and 0.64: 3.0
 //! and 2.0 px); every face of 200 px or less is held to 2 px.
 
-use d2ae_ingest::detect::{Detector, DetectorConfig, InputShape};
+use d2ae_ingest::detect::{
+    best_in_box, Detector, DetectorConfig, FallbackReason, InputShape, Route, Strategy, Target,
+};
 use d2ae_ingest::image_io::{decode_rgb, DecodeLimits};
 
 mod support;
@@ -92,4 +94,141 @@ fn check_against_reference(shape: InputShape, max_over_2px: usize) {
     assert!(matched >= 149, "matched only {matched} of 153 faces");
     assert!(over_2px <= max_over_2px, "{over_2px} faces beyond 2 px");
     eprintln!("{images} images, {matched} faces matched, worst difference {worst:.2} px");
+}
+
+/// Coarse-to-fine picks the face `full` picks on every reference photo (multi-face ones
+/// included), and that face agrees with its reference detection as the full pass must (2 px, 1%
+/// of the side for boxes over 200 px). Most photos must be settled in windows, or the test would
+/// only be checking the fallback.
+#[test]
+fn coarse_fine_picks_the_full_pass_face_within_2px() {
+    let data = shared_data();
+    let model = data.join("models/yunet/yunet_s_640_640.onnx");
+    let load = |strategy| {
+        let cfg = DetectorConfig {
+            strategy,
+            ..DetectorConfig::default()
+        };
+        Detector::load(&model, cfg).expect("load YuNet")
+    };
+    let full = load(Strategy::Full);
+    let coarse_fine = load(Strategy::default());
+    assert!(matches!(
+        coarse_fine.config().strategy,
+        Strategy::CoarseFine { .. }
+    ));
+    let limits = DecodeLimits::default();
+    let (mut windows, mut failures) = (0, Vec::new());
+    let photos = reference_detections(&data);
+    for photo in &photos {
+        let rel = photo.image.as_str();
+        let bytes = std::fs::read(data.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let img = decode_rgb(&bytes, &limits).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let a = full.pick(&img, Target::Prominent).unwrap();
+        let b = coarse_fine.pick(&img, Target::Prominent).unwrap();
+        assert_eq!(a.route, Route::Full);
+        if b.route == Route::Windows {
+            windows += 1;
+        }
+        let (Some(fa), Some(fb)) = (&a.face, &b.face) else {
+            failures.push(format!(
+                "{rel}: full picked {:?}, coarse-fine {:?}",
+                a.face, b.face
+            ));
+            continue;
+        };
+        // The reference face each pick corresponds to (closest box and landmarks).
+        let closest = |f| {
+            photo
+                .faces
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i, max_abs_diff(f, r)))
+                .min_by(|x, y| x.1.total_cmp(&y.1))
+                .unwrap()
+        };
+        let ((ia, _), (ib, d)) = (closest(fa), closest(fb));
+        if ia != ib {
+            failures.push(format!(
+                "{rel}: coarse-fine picked reference face {ib}, full {ia} ({:?})",
+                b.route
+            ));
+        } else if d > tolerance(&photo.faces[ib]) {
+            failures.push(format!(
+                "{rel}: picked face {d:.2} px from the reference ({:?})",
+                b.route
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(photos.len(), 55);
+    assert!(
+        windows >= 45,
+        "only {windows} of 55 photos settled in windows"
+    );
+    eprintln!("{windows} of 55 photos settled in windows, the rest fell back to the full pass");
+}
+
+/// A labelled box around each face of the multi-face photos (CelebA-style: looser than the
+/// detector's) picks the same face by refining in the box's window as from the full pass.
+#[test]
+fn coarse_fine_in_a_labelled_box_picks_the_full_pass_face() {
+    let data = shared_data();
+    let model = data.join("models/yunet/yunet_s_640_640.onnx");
+    let full = Detector::load(&model, DetectorConfig::default()).expect("load YuNet");
+    let limits = DecodeLimits::default();
+    let (mut checked, mut windows) = (0, 0);
+    for photo in reference_detections(&data) {
+        let n = photo.faces.len();
+        if !(2..=10).contains(&n) {
+            continue;
+        }
+        let rel = photo.image.as_str();
+        let bytes = std::fs::read(data.join(rel)).unwrap();
+        let img = decode_rgb(&bytes, &limits).unwrap();
+        let all = full.detect(&img).unwrap();
+        for r in photo.faces.iter().filter(|r| r.score >= 0.62) {
+            let [x1, y1, x2, y2] = r.bbox;
+            let (mx, my) = (0.15 * (x2 - x1), 0.15 * (y2 - y1));
+            let labelled = [x1 - mx, y1 - 2.0 * my, x2 + mx, y2 + my];
+            let expected = best_in_box(&all, labelled).unwrap_or_else(|| panic!("{rel}"));
+            let got = full.pick(&img, Target::InBox(labelled)).unwrap();
+            if got.route == Route::Windows {
+                windows += 1;
+            }
+            let face = got
+                .face
+                .unwrap_or_else(|| panic!("{rel}: nothing in {labelled:?}"));
+            let d = max_abs_diff(&face, r);
+            assert!(
+                face.iou(expected) > 0.9 && d <= tolerance(r),
+                "{rel}: in {labelled:?} picked {face:?} ({d:.2} px from the reference), full pass {expected:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "only {checked} faces checked");
+    assert!(
+        windows * 10 >= checked * 9,
+        "{windows} of {checked} in windows"
+    );
+    eprintln!("{checked} labelled faces, {windows} settled in windows");
+}
+
+/// A photo without a face falls back to the full pass, so the reject's best score is the whole
+/// image's.
+#[test]
+fn coarse_fine_without_a_face_reports_the_full_pass() {
+    let data = shared_data();
+    let det = Detector::load(
+        &data.join("models/yunet/yunet_s_640_640.onnx"),
+        DetectorConfig::default(),
+    )
+    .unwrap();
+    let grey = image::RgbImage::from_pixel(400, 300, image::Rgb([128, 128, 128]));
+    let picked = det.pick(&grey, Target::Prominent).unwrap();
+    assert_eq!(picked.face, None);
+    assert_eq!(picked.detected, 0);
+    assert_eq!(picked.route, Route::Fallback(FallbackReason::NoCandidate));
+    assert!(matches!(picked.best_score, Some(s) if s < 0.6));
 }
