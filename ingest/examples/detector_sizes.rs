@@ -3,7 +3,7 @@
 //! `shared/data/models/yunet/reference_detections.jsonl`.
 //!
 //! ```text
-//! cargo run --release -p d2ae-ingest --example detector_sizes -- [SIZE...] [--factor F]... [--pick-only]
+//! cargo run --release -p d2ae-ingest --example detector_sizes -- [SIZE...] [--factor F]... [--pick-only] [--only PREFIX]
 //! ```
 //!
 //! Table 1, all faces (one full pass), per configuration: reference faces recovered within 2 px
@@ -12,7 +12,8 @@
 //! reference's, the median and largest eye error of that face in % of the interpupillary
 //! distance, and milliseconds per photo for the detector call (resize + inference + decoding;
 //! photos decoded beforehand). `VERBOSE=1` names photos with an eye error over 5% of the IPD.
-//! `--pick-only` skips it.
+//! `--pick-only` skips it. `--only PREFIX` keeps the photos whose path starts with it (e.g.
+//! `celeba-mini/`, the photos `d2ae-ingest bench` uses).
 //!
 //! Table 2, the face alignment uses ([`Detector::pick`], fitted input), `full` and coarse-fine
 //! at each `--factor` (default 4 and 2): photos whose picked face agrees with its reference face
@@ -46,6 +47,7 @@ fn main() {
     let pick_only = args.iter().any(|a| a == "--pick-only");
     let mut factors = Vec::new();
     let mut sizes: Vec<u32> = Vec::new();
+    let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -55,6 +57,7 @@ fn main() {
                     .expect("--factor takes a number"),
             ),
             "--pick-only" => {}
+            "--only" => only = Some(it.next().expect("--only takes a path prefix").clone()),
             _ => sizes.push(
                 a.parse()
                     .unwrap_or_else(|_| panic!("unknown argument {a:?}")),
@@ -71,6 +74,10 @@ fn main() {
     };
     let photos: Vec<_> = reference_detections(&data)
         .into_iter()
+        .filter(|p| {
+            only.as_ref()
+                .is_none_or(|o| p.image.starts_with(o.as_str()))
+        })
         .map(|p| {
             let bytes = std::fs::read(data.join(&p.image)).unwrap();
             let img = decode_rgb(&bytes, &DecodeLimits::default()).unwrap();

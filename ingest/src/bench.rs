@@ -230,6 +230,9 @@ fn run_ours(
         },
     };
     let summary = ingest(&options, &maker)?;
+    if summary.processed == 0 {
+        bail!("bench ingest into {} processed no photo", out.display());
+    }
     if summary.rejected > 0 {
         bail!(
             "bench ingest rejected {} photos: {:?}",
@@ -338,7 +341,11 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<Vec<BenchRow>> {
                         format!("ours {}", s.name()),
                     ),
                 };
-                let out = tmp.join(format!("out-{mode}-{workers}"));
+                // Its own folder: a finished ingest at the same place would not run again.
+                let out = tmp.join(format!(
+                    "out-{mode}-{workers}-{}",
+                    variant.replace(' ', "-")
+                ));
                 rows.push(run_ours(
                     &manifest, &out, detector, workers, mode, &variant,
                 )?);
