@@ -8,8 +8,8 @@ use std::process::Command;
 use d2ae_tests::{bin, project_root, run_ok};
 use serde_json::Value;
 
-/// The demo's own defaults (60 identities × 24 images, 20 held out, 300 steps of 32 at lr 0.03,
-/// the adversary's weight 1),
+/// The demo's own defaults (60 identities × 24 images, 20 held out, 300 steps of 32 with Adam at
+/// lr 0.001, the adversary and L_H on the clean f_P, the inner-face emphasis of L_X at 8),
 /// spelled out so the thresholds below stay tied to the run they were calibrated on.
 const SCALE: &[&str] = &[
     "--identities",
@@ -22,16 +22,18 @@ const SCALE: &[&str] = &[
     "300",
     "--batch-size",
     "32",
+    "--optimizer",
+    "adam",
     "--lr",
-    "0.03",
-    "--lambda-adv",
-    "1.0",
+    "0.001",
+    "--classifier-noise",
+    "identity",
+    "--recon-face-weight",
+    "8",
     "--seed",
     "0",
-    // One libtorch thread: the run is then bit-identical to the calibration run below. With the
-    // demo's 2 threads the float reductions differ, the 300-step trajectory drifts, and one such
-    // run flipped the verification order (f_T 0.809 vs f_P 0.828): at this scale the gap is not
-    // robust to that (README, docs/BENCHMARKS.md "Demo").
+    // One libtorch thread: the run is then bit-identical to the calibration run below (with 2
+    // threads the float reductions differ and the 300-step trajectory drifts).
     "--threads",
     "1",
 ];
@@ -105,19 +107,24 @@ fn demo_separates_identity_from_the_rest_and_reruns_for_free() {
         ]
     );
 
-    // Calibrated on the run of these settings with `--threads 1` (seed 0, 2026-11-29; the test
-    // runs with the demo's 2 threads, which may move the last digits): f_T 0.922 vs f_P 0.850
-    // verification; identity-independent attributes f_P 0.668 vs f_T 0.590; hat f_P 0.717 vs
-    // f_T 0.521; open mouth f_P 0.646 vs f_T 0.600; background R² f_P 0.26 vs f_T 0.08; the fresh
-    // identity probe reads 0.89 (f_T) and 0.93 (f_P) of the validation images (docs/BENCHMARKS.md
-    // "Demo": the adversary is fooled, a new probe is not, so no threshold is put on f_P's probe).
-    // Identity lives in f_T: verification on held-out identities above f_P's.
+    // Calibrated on the run of these settings (seed 0, `--threads 1`, 2026-11-29 session 3):
+    // verification f_T 0.935 vs f_P 0.628; fresh identity probe f_T 0.950 vs f_P 0.750;
+    // identity-independent attributes f_P 0.694 vs f_T 0.576; hat f_P 0.71 vs f_T 0.58; open mouth
+    // f_P 0.75 vs f_T 0.58; background R² f_P 0.40 vs f_T 0.05 (docs/BENCHMARKS.md "Demo").
+    // Identity lives in f_T: verification on held-out identities far above f_P's, and f_P's near
+    // chance (0.5; the paper's f_P: 0.64).
     let ver_t = number(&s, &["features", "t", "verification", "accuracy"]);
     let ver_p = number(&s, &["features", "p", "verification", "accuracy"]);
-    assert!(ver_t > 0.8, "f_T verification {ver_t}");
-    assert!(ver_t > ver_p + 0.04, "f_T {ver_t} vs f_P {ver_p}");
+    assert!(ver_t > 0.85, "f_T verification {ver_t}");
+    assert!(ver_t > ver_p + 0.15, "f_T {ver_t} vs f_P {ver_p}");
+    assert!(ver_p < 0.75, "f_P verification {ver_p} is not near chance");
     let probe_t = number(&s, &["features", "t", "identity_probe_accuracy"]);
-    assert!(probe_t > 0.5, "identity probe on f_T {probe_t}");
+    let probe_p = number(&s, &["features", "p", "identity_probe_accuracy"]);
+    assert!(probe_t > 0.8, "identity probe on f_T {probe_t}");
+    assert!(
+        probe_p < probe_t - 0.1,
+        "identity probe: f_P {probe_p} vs f_T {probe_t}"
+    );
     assert!(
         s["adversary"]["accuracy"].as_f64().is_some(),
         "no adversary accuracy in {s}"
@@ -127,22 +134,22 @@ fn demo_separates_identity_from_the_rest_and_reruns_for_free() {
     let ind_t = number(&s, &["features", "t", "mean_identity_independent_accuracy"]);
     let ind_p = number(&s, &["features", "p", "mean_identity_independent_accuracy"]);
     assert!(
-        ind_p > ind_t + 0.04,
+        ind_p > ind_t + 0.06,
         "identity-independent attributes: f_P {ind_p} vs f_T {ind_t}"
     );
     let hat_t = number(&s, &["features", "t", "attributes", "Wearing_Hat"]);
     let hat_p = number(&s, &["features", "p", "attributes", "Wearing_Hat"]);
-    assert!(hat_p > hat_t + 0.1, "hat: f_P {hat_p} vs f_T {hat_t}");
+    assert!(hat_p > hat_t + 0.06, "hat: f_P {hat_p} vs f_T {hat_t}");
     let mouth_t = number(&s, &["features", "t", "attributes", "Mouth_Slightly_Open"]);
     let mouth_p = number(&s, &["features", "p", "attributes", "Mouth_Slightly_Open"]);
     assert!(
-        mouth_p > mouth_t,
+        mouth_p > mouth_t + 0.08,
         "open mouth: f_P {mouth_p} vs f_T {mouth_t}"
     );
     let bg_t = number(&s, &["background_r2", "t"]);
     let bg_p = number(&s, &["background_r2", "p"]);
     assert!(
-        bg_p > bg_t + 0.03,
+        bg_p > bg_t + 0.15,
         "background R²: f_P {bg_p} vs f_T {bg_t}"
     );
 
