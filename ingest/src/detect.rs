@@ -666,7 +666,8 @@ fn window_bgr(image: &PackedRgb, [x0, y0, iw, ih]: [u32; 4]) -> Result<Tensor, S
 mod tests {
     use super::*;
 
-    fn det(b: [f32; 4], score: f32) -> Detection {
+    /// A detection with a box and score only (shared with `coarse_fine`'s tests).
+    pub(super) fn det(b: [f32; 4], score: f32) -> Detection {
         Detection {
             bbox: b,
             landmarks: [[0.0; 2]; 5],

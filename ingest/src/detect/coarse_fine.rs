@@ -252,14 +252,7 @@ fn run_windows(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn det(b: [f32; 4], score: f32) -> Detection {
-        Detection {
-            bbox: b,
-            landmarks: [[0.0; 2]; 5],
-            score,
-        }
-    }
+    use crate::detect::tests::det;
 
     #[test]
     fn windows_are_on_the_grid_and_inside_the_canvas() {
