@@ -6,7 +6,7 @@
 //! directory and inside every checkpoint.
 
 use super::optim::OptimizerKind;
-use crate::model::ClassifierNoise;
+use crate::model::{BranchPool, ClassifierNoise};
 use serde::{Deserialize, Serialize};
 
 /// Every training setting, resolved.
@@ -85,6 +85,8 @@ pub struct TrainConfig {
     pub classifier_noise: Option<ClassifierNoise>,
     /// Extra reconstruction weight on the inner face; `None` keeps the preset's (0).
     pub recon_face_weight: Option<f64>,
+    /// The branches' reduction before their FC; `None` keeps the preset's (average).
+    pub branch_pool: Option<BranchPool>,
 }
 
 fn one() -> f64 {
@@ -134,6 +136,7 @@ impl TrainConfig {
             feature_dim: None,
             classifier_noise: None,
             recon_face_weight: None,
+            branch_pool: None,
         }
     }
 
@@ -286,6 +289,10 @@ pub struct ConfigOverrides {
     /// Makes a short run reconstruct the mouth, so f_P learns expressions (docs/TRAINING.md).
     #[arg(long)]
     pub recon_face_weight: Option<f64>,
+    /// How each branch reduces its conv map before the FC: average (global average pooling, the
+    /// paper's) or flatten (the FC sees where things are in the crop) [default: the preset's].
+    #[arg(long, value_enum)]
+    pub branch_pool: Option<BranchPool>,
     /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -342,6 +349,7 @@ impl ConfigOverrides {
             feature_dim,
             classifier_noise,
             recon_face_weight,
+            branch_pool,
             endpoint
         );
     }

@@ -103,6 +103,9 @@ pub fn model_config(cfg: &TrainConfig) -> Result<ModelConfig> {
     if let Some(v) = cfg.recon_face_weight {
         m.recon_face_weight = v;
     }
+    if let Some(v) = cfg.branch_pool {
+        m.branch.pool = v;
+    }
     m.validate()?;
     Ok(m)
 }

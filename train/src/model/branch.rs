@@ -8,7 +8,7 @@
 
 use tch::{nn, Tensor};
 
-use super::config::BranchConfig;
+use super::config::{BranchConfig, BranchPool};
 use super::layers::{cost_seq, forward_seq, ConvBn, ConvSpec, Hw};
 
 /// One branch. Variables: `convs.{0,1,2}`, `fc.{weight,bias}`.
@@ -20,8 +20,8 @@ pub struct Branch {
 }
 
 impl Branch {
-    /// Build on an encoder output with `c_in` channels.
-    pub fn new(p: &nn::Path, c_in: i64, cfg: &BranchConfig) -> Self {
+    /// Build on an encoder output with `c_in` channels and size `map` (`h, w`).
+    pub fn new(p: &nn::Path, c_in: i64, map: Hw, cfg: &BranchConfig) -> Self {
         let c = cfg.channels;
         let convs = [
             ConvSpec::square(c_in, c, 1, 1),
@@ -32,7 +32,11 @@ impl Branch {
         .enumerate()
         .map(|(i, &s)| ConvBn::new(&(p / "convs" / i), s))
         .collect();
-        let fc = nn::linear(p / "fc", c, cfg.feature_dim, Default::default());
+        let fc_in = match cfg.pool {
+            BranchPool::Average => c,
+            BranchPool::Flatten => c * map.0 * map.1,
+        };
+        let fc = nn::linear(p / "fc", fc_in, cfg.feature_dim, Default::default());
         Self {
             convs,
             fc,
@@ -42,13 +46,67 @@ impl Branch {
 
     /// Encoder map `[B, C, h, w]` → features `[B, feature_dim]`.
     pub fn forward_t(&self, map: &Tensor, train: bool) -> Tensor {
-        forward_seq(&self.convs, map, train)
-            .mean_dim([2i64, 3].as_slice(), false, None)
-            .apply(&self.fc)
+        let ys = forward_seq(&self.convs, map, train);
+        let pooled = match self.cfg.pool {
+            BranchPool::Average => ys.mean_dim([2i64, 3].as_slice(), false, None),
+            BranchPool::Flatten => ys.flatten(1, -1),
+        };
+        pooled.apply(&self.fc)
     }
 
     /// MACs per image for an encoder map of size `hw`.
     pub fn cost(&self, hw: Hw) -> u64 {
-        cost_seq(&self.convs, hw).0 + (self.cfg.channels * self.cfg.feature_dim) as u64
+        let fc_in = match self.cfg.pool {
+            BranchPool::Average => self.cfg.channels,
+            BranchPool::Flatten => self.cfg.channels * hw.0 * hw.1,
+        };
+        cost_seq(&self.convs, hw).0 + (fc_in * self.cfg.feature_dim) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn flatten_feeds_the_fc_every_position_and_average_one_per_channel() {
+        let map = Tensor::randn([2, 4, 3, 3], (Kind::Float, Device::Cpu));
+        // The same map with its spatial positions shuffled (rows reversed).
+        let moved = map.flip([2i64].as_slice());
+        for (pool, should_differ) in [(BranchPool::Average, false), (BranchPool::Flatten, true)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = BranchConfig {
+                channels: 5,
+                feature_dim: 6,
+                pool,
+            };
+            let b = Branch::new(&vs.root(), 4, (3, 3), &cfg);
+            let fc_in = vs.variables()["fc.weight"].size()[1];
+            assert_eq!(fc_in, if should_differ { 5 * 9 } else { 5 });
+            assert_eq!(
+                b.cost((3, 3)) - cost_seq(&b.convs, (3, 3)).0,
+                (fc_in * 6) as u64
+            );
+            // Eval mode: batch norm uses its running statistics, so rows are independent.
+            let (a, c) = (b.forward_t(&map, false), b.forward_t(&moved, false));
+            assert_eq!(a.size(), [2, 6]);
+            // Convs with zero padding are not exactly equivariant at the border, so a flip changes
+            // even pooled features a little; flattening changes them by far more.
+            let diff = (&a - &c).abs().max().double_value(&[]);
+            let scale = a.abs().max().double_value(&[]);
+            if should_differ {
+                assert!(diff > 1e-3 * scale, "{pool:?}: {diff} vs {scale}");
+            }
+        }
+    }
+
+    #[test]
+    fn configs_written_before_pool_existed_average() {
+        let cfg: BranchConfig =
+            serde_json::from_str(r#"{"channels": 8, "feature_dim": 4}"#).unwrap();
+        assert_eq!(cfg.pool, BranchPool::Average);
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert!(!text.contains("pool"), "{text}");
     }
 }

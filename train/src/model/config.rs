@@ -103,6 +103,27 @@ pub struct BranchConfig {
     pub channels: i64,
     /// Dimension of f_T and f_P (256 in the paper).
     pub feature_dim: i64,
+    /// How the last conv's map becomes the FC's input. Absent in older configs: `average`.
+    #[serde(default, skip_serializing_if = "BranchPool::is_average")]
+    pub pool: BranchPool,
+}
+
+/// The branch's reduction of its conv map before the FC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BranchPool {
+    /// Global average pooling, as in the paper (section 4.2): where a part is in the crop survives
+    /// only in which channels fire.
+    #[default]
+    Average,
+    /// The whole map, flattened: the FC sees where things are (more weights: C·h·w per output).
+    Flatten,
+}
+
+impl BranchPool {
+    fn is_average(&self) -> bool {
+        *self == BranchPool::Average
+    }
 }
 
 /// The decoder D: FC → square map → stages of 3×3 convs, an upsampling before every stage but the
@@ -205,6 +226,7 @@ impl ModelConfig {
             branch: BranchConfig {
                 channels: 512,
                 feature_dim: 256,
+                pool: BranchPool::Average,
             },
             decoder: DecoderConfig {
                 stages: [
@@ -255,6 +277,7 @@ impl ModelConfig {
             branch: BranchConfig {
                 channels: 96,
                 feature_dim: 128,
+                pool: BranchPool::Average,
             },
             decoder: DecoderConfig {
                 stages: [(128, 1), (128, 2), (64, 2), (32, 2), (16, 1)]

@@ -30,7 +30,7 @@ pub mod stat_aug;
 use serde::Serialize;
 use tch::{nn, Kind, Tensor};
 
-pub use config::{Ablation, ClassifierNoise, ConfigError, ModelConfig};
+pub use config::{Ablation, BranchPool, ClassifierNoise, ConfigError, ModelConfig};
 pub use pixels::{denormalise, normalise};
 
 use branch::Branch;
@@ -243,11 +243,12 @@ impl D2ae {
         let encoder = Encoder::new(&part(ParamGroup::Encoder), &cfg.encoder);
         let c = encoder.out_channels();
         let dim = cfg.branch.feature_dim;
-        let branch_t = Branch::new(&part(ParamGroup::BranchT), c, &cfg.branch);
+        let (_, map) = encoder.cost((cfg.image_size, cfg.image_size));
+        let branch_t = Branch::new(&part(ParamGroup::BranchT), c, map, &cfg.branch);
         let w_t = Classifier::new(&part(ParamGroup::ClassifierT), dim, num_identities);
         let stat_t = StatAug::new(&(p / "stat_t"), dim, cfg.stat_aug.momentum);
         let dispel = cfg.has_dispelling().then(|| Dispelling {
-            branch_p: Branch::new(&part(ParamGroup::BranchP), c, &cfg.branch),
+            branch_p: Branch::new(&part(ParamGroup::BranchP), c, map, &cfg.branch),
             w_p: Classifier::new(&part(ParamGroup::ClassifierP), dim, num_identities),
             stat_p: StatAug::new(&(p / "stat_p"), dim, cfg.stat_aug.momentum),
             decoder: Decoder::new(&part(ParamGroup::Decoder), cfg, 2 * dim),
