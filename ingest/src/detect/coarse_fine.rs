@@ -72,32 +72,23 @@ fn pick_prominent(
     .into_iter()
     .map(|w| quantise(w, scaled.canvas))
     .collect();
-    if too_large(&windows, scaled.canvas) {
-        return Ok(Err(FallbackReason::LargeWindows));
-    }
-    let (faces, best_score) = run_windows(det, &scaled.image, &windows)?;
-    let mut confirmed: Vec<Detection> = Vec::new();
-    for c in &candidates {
-        let best = faces
-            .iter()
-            .map(|f| (f.iou(c), f))
-            .filter(|(iou, _)| *iou >= MATCH_IOU)
-            .max_by(|a, b| a.0.total_cmp(&b.0));
-        if let Some((_, f)) = best {
-            if !confirmed.contains(f) {
-                confirmed.push(f.clone());
+    refine(det, scaled, &windows, |faces| {
+        // Each candidate is confirmed by the refined face that overlaps it most.
+        let mut confirmed: Vec<Detection> = Vec::new();
+        for c in &candidates {
+            let best = faces
+                .iter()
+                .map(|f| (f.iou(c), f))
+                .filter(|(iou, _)| *iou >= MATCH_IOU)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((_, f)) = best {
+                if !confirmed.contains(f) {
+                    confirmed.push(f.clone());
+                }
             }
         }
-    }
-    let Some(face) = most_prominent(&confirmed).cloned() else {
-        return Ok(Err(FallbackReason::NotConfirmed));
-    };
-    Ok(Ok(Picked {
-        face: Some(face),
-        detected: faces.len(),
-        best_score,
-        route: Route::Windows,
-    }))
+        most_prominent(&confirmed).cloned()
+    })
 }
 
 /// With a labelled box the candidate is known: refine in the box plus the margin.
@@ -110,11 +101,24 @@ fn pick_in_box(
         window_around(face_box, scaled.canvas),
         scaled.canvas,
     )];
-    if too_large(&windows, scaled.canvas) {
+    refine(det, scaled, &windows, |faces| {
+        best_in_box(faces, face_box).cloned()
+    })
+}
+
+/// The fine pass shared by both targets: YuNet on `windows` (unless they are as large as the full
+/// pass), then `choose` picks the face among the refined ones; `None` falls back to the full pass.
+fn refine(
+    det: &Detector,
+    scaled: &Scaled,
+    windows: &[Window],
+    choose: impl FnOnce(&[Detection]) -> Option<Detection>,
+) -> Result<Result<Picked, FallbackReason>, DetectError> {
+    if too_large(windows, scaled.canvas) {
         return Ok(Err(FallbackReason::LargeWindows));
     }
-    let (faces, best_score) = run_windows(det, &scaled.image, &windows)?;
-    let Some(face) = best_in_box(&faces, face_box).cloned() else {
+    let (faces, best_score) = run_windows(det, &scaled.image, windows)?;
+    let Some(face) = choose(&faces) else {
         return Ok(Err(FallbackReason::NotConfirmed));
     };
     Ok(Ok(Picked {
