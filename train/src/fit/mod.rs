@@ -328,13 +328,12 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
         },
     );
     if cfg.decoder_lr_mult != 1.0 {
-        for (group, params) in model.param_groups(&vs) {
-            if group == ParamGroup::Decoder {
-                for (name, _) in params {
-                    opt.scale_lr(&name, cfg.decoder_lr_mult);
-                }
-            }
-        }
+        let decoder = model
+            .param_groups(&vs)
+            .into_iter()
+            .filter(|(group, _)| *group == ParamGroup::Decoder)
+            .flat_map(|(_, params)| params.into_iter().map(|(name, _)| name));
+        opt.scale_lr(decoder, cfg.decoder_lr_mult);
     }
     let mut step = 0u64;
     let resumed_from = resumed.as_ref().map(|c| c.meta.step);

@@ -54,8 +54,8 @@ pub struct Optimizer {
     params: BTreeMap<String, Tensor>,
     /// SGD: momentum buffers by parameter name. Adam: first and second moments and the step.
     state: BTreeMap<String, Tensor>,
-    /// Learning-rate multipliers of parameters whose name starts with a prefix.
-    lr_scales: Vec<(String, f64)>,
+    /// Learning-rate multipliers by parameter name (absent: 1).
+    lr_scales: BTreeMap<String, f64>,
     /// Adam's step count t.
     adam_steps: u64,
 }
@@ -71,7 +71,7 @@ impl Optimizer {
             cfg,
             params,
             state: BTreeMap::new(),
-            lr_scales: Vec::new(),
+            lr_scales: BTreeMap::new(),
             adam_steps: 0,
         }
     }
@@ -81,17 +81,11 @@ impl Optimizer {
         &self.params
     }
 
-    /// Scale the learning rate of every parameter whose name starts with `prefix` by `scale`
-    /// (the first matching prefix wins).
-    pub fn scale_lr(&mut self, prefix: &str, scale: f64) {
-        self.lr_scales.push((prefix.to_owned(), scale));
-    }
-
-    fn lr_scale(&self, name: &str) -> f64 {
-        self.lr_scales
-            .iter()
-            .find(|(prefix, _)| name.starts_with(prefix.as_str()))
-            .map_or(1.0, |(_, s)| *s)
+    /// Scale the learning rate of the named parameters by `scale`.
+    pub fn scale_lr(&mut self, names: impl IntoIterator<Item = String>, scale: f64) {
+        for name in names {
+            self.lr_scales.insert(name, scale);
+        }
     }
 
     /// Zero every gradient.
@@ -103,7 +97,6 @@ impl Optimizer {
 
     /// One update with learning rate `lr`. Parameters without a gradient are left alone.
     pub fn step(&mut self, lr: f64) {
-        let scales: Vec<f64> = self.params.keys().map(|n| self.lr_scale(n)).collect();
         if self.cfg.kind == OptimizerKind::Adam {
             self.adam_steps += 1;
         }
@@ -114,7 +107,8 @@ impl Optimizer {
         } = self.cfg;
         let t = self.adam_steps as i32;
         no_grad(|| {
-            for ((name, p), scale) in self.params.iter_mut().zip(scales) {
+            for (name, p) in self.params.iter_mut() {
+                let scale = self.lr_scales.get(name).copied().unwrap_or(1.0);
                 let grad = p.grad();
                 if !grad.defined() {
                     continue;
@@ -224,6 +218,18 @@ mod tests {
     use super::*;
     use tch::{Device, Kind};
 
+    /// An optimizer over the single parameter `p`, named `w`.
+    fn over_w(p: &Tensor, kind: OptimizerKind, momentum: f64, weight_decay: f64) -> Optimizer {
+        Optimizer::new(
+            [("w".to_string(), p.shallow_clone())],
+            OptimizerConfig {
+                kind,
+                momentum,
+                weight_decay,
+            },
+        )
+    }
+
     fn quadratic_grad(p: &Tensor) {
         // loss = sum(p²) → grad = 2p
         let loss = (p * p).sum(Kind::Float);
@@ -233,14 +239,7 @@ mod tests {
     #[test]
     fn matches_pytorch_sgd_formula() {
         let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
-        let mut opt = Optimizer::new(
-            [("w".to_string(), p.shallow_clone())],
-            OptimizerConfig {
-                kind: OptimizerKind::Sgd,
-                momentum: 0.9,
-                weight_decay: 0.1,
-            },
-        );
+        let mut opt = over_w(&p, OptimizerKind::Sgd, 0.9, 0.1);
         // Hand computation for element 0 (p = 1): g = 2 + 0.1 = 2.1; buf = 2.1; p = 1 - 0.5·2.1 = -0.05.
         // Step 2: g = 2·(-0.05) + 0.1·(-0.05) = -0.105; buf = 0.9·2.1 - 0.105 = 1.785; p = -0.05 - 0.8925.
         for _ in 0..2 {
@@ -267,7 +266,7 @@ mod tests {
                 weight_decay: 0.0,
             },
         );
-        opt.scale_lr("decoder.", 10.0);
+        opt.scale_lr(["decoder.w".to_string()], 10.0);
         opt.zero_grad();
         quadratic_grad(&a);
         quadratic_grad(&b);
@@ -281,20 +280,15 @@ mod tests {
     #[test]
     fn state_round_trip_gives_identical_next_step() {
         let make = || Tensor::from_slice(&[0.5f32, 1.5, -1.0]).set_requires_grad(true);
-        let cfg = OptimizerConfig {
-            kind: OptimizerKind::Sgd,
-            momentum: 0.9,
-            weight_decay: 0.0,
-        };
         let a = make();
-        let mut opt_a = Optimizer::new([("w".to_string(), a.shallow_clone())], cfg);
+        let mut opt_a = over_w(&a, OptimizerKind::Sgd, 0.9, 0.0);
         opt_a.zero_grad();
         quadratic_grad(&a);
         opt_a.step(0.1);
 
         // A second optimizer resumed from the first one's parameters and state.
         let b = no_grad(|| a.detach().copy()).set_requires_grad(true);
-        let mut opt_b = Optimizer::new([("w".to_string(), b.shallow_clone())], cfg);
+        let mut opt_b = over_w(&b, OptimizerKind::Sgd, 0.9, 0.0);
         let saved: Vec<_> = opt_a
             .state()
             .iter()
@@ -315,14 +309,7 @@ mod tests {
     #[test]
     fn load_state_rejects_unknown_names_and_shapes() {
         let p = Tensor::zeros([2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let mut opt = Optimizer::new(
-            [("w".to_string(), p)],
-            OptimizerConfig {
-                kind: OptimizerKind::Sgd,
-                momentum: 0.9,
-                weight_decay: 0.0,
-            },
-        );
+        let mut opt = over_w(&p, OptimizerKind::Sgd, 0.9, 0.0);
         assert!(opt
             .load_state([(
                 "x".to_string(),
@@ -338,14 +325,7 @@ mod tests {
     }
 
     fn adam(p: &Tensor) -> Optimizer {
-        Optimizer::new(
-            [("w".to_string(), p.shallow_clone())],
-            OptimizerConfig {
-                kind: OptimizerKind::Adam,
-                momentum: 0.0,
-                weight_decay: 0.0,
-            },
-        )
+        over_w(p, OptimizerKind::Adam, 0.0, 0.0)
     }
 
     #[test]
@@ -398,14 +378,7 @@ mod tests {
         assert_eq!((&a - &b).abs().max().double_value(&[]), 0.0);
 
         // Adam's state does not load into SGD, nor SGD's into Adam.
-        let mut sgd = Optimizer::new(
-            [("w".to_string(), b.shallow_clone())],
-            OptimizerConfig {
-                kind: OptimizerKind::Sgd,
-                momentum: 0.9,
-                weight_decay: 0.0,
-            },
-        );
+        let mut sgd = over_w(&b, OptimizerKind::Sgd, 0.9, 0.0);
         assert!(sgd
             .load_state(saved.iter().map(|(k, v)| (k.clone(), v.copy())))
             .is_err());

@@ -23,16 +23,16 @@ pub fn uniform_cross_entropy(logits: &Tensor) -> Tensor {
         .mean(Kind::Float)
 }
 
-/// L_X (eq. 4): ½‖x − x̂‖² summed over channels and pixels, mean over the batch.
-pub fn reconstruction(images: &Tensor, recon: &Tensor) -> Tensor {
+/// L_X (eq. 4): ½‖x − x̂‖² summed over channels and pixels, mean over the batch; with `weights`
+/// (`[1, 1, H, W]`, broadcast over the batch and channels) each squared error is weighted first.
+pub fn reconstruction(images: &Tensor, recon: &Tensor, weights: Option<&Tensor>) -> Tensor {
     let batch = images.size()[0] as f64;
-    (images - recon).square().sum(Kind::Float) * (0.5 / batch)
-}
-
-/// L_X with per-pixel `weights` (`[1, 1, H, W]`, broadcast over the batch and channels).
-pub fn reconstruction_weighted(images: &Tensor, recon: &Tensor, weights: &Tensor) -> Tensor {
-    let batch = images.size()[0] as f64;
-    ((images - recon).square() * weights).sum(Kind::Float) * (0.5 / batch)
+    let err = (images - recon).square();
+    let err = match weights {
+        Some(w) => err * w,
+        None => err,
+    };
+    err.sum(Kind::Float) * (0.5 / batch)
 }
 
 /// The inner-face emphasis of [`super::ModelConfig::recon_face_weight`]: `1 + k·g` with g a
@@ -94,7 +94,7 @@ mod tests {
         let x = Tensor::zeros([2, 3, 4, 4], (Kind::Float, Device::Cpu));
         let y = Tensor::ones([2, 3, 4, 4], (Kind::Float, Device::Cpu)) * 0.5;
         // ½ · (3·4·4 · 0.25) = 6 per image.
-        assert!((reconstruction(&x, &y).double_value(&[]) - 6.0).abs() < 1e-6);
+        assert!((reconstruction(&x, &y, None).double_value(&[]) - 6.0).abs() < 1e-6);
     }
 
     #[test]
@@ -126,8 +126,8 @@ mod tests {
         let flat = face_weight_map(8, 0.0, Device::Cpu);
         let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
         let y = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
-        let a = reconstruction_weighted(&x, &y, &flat).double_value(&[]);
-        let b = reconstruction(&x, &y).double_value(&[]);
+        let a = reconstruction(&x, &y, Some(&flat)).double_value(&[]);
+        let b = reconstruction(&x, &y, None).double_value(&[]);
         assert!((a - b).abs() < 1e-4 * b, "{a} {b}");
     }
 }

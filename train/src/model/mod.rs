@@ -365,10 +365,7 @@ impl D2ae {
             _ => None,
         };
         let weights = self.dispel.as_ref().and_then(|d| d.recon_weights.as_ref());
-        let recon_loss = |r: &Tensor| match weights {
-            Some(w) => losses::reconstruction_weighted(images, r, w),
-            None => losses::reconstruction(images, r),
-        };
+        let recon_loss = |r: &Tensor| losses::reconstruction(images, r, weights);
         let l_x = out.recon.as_ref().map(recon_loss);
         let l_x_aug = out.recon_aug.as_ref().map(recon_loss);
         let mut total = &l_t * cfg.lambda_t;
