@@ -208,7 +208,7 @@ fn run_ours(
         source: manifest.to_owned(),
         layout: Layout::Manifest,
         out: out.display().to_string(),
-        endpoint: None,
+        store: Default::default(),
         plan: PlanOptions {
             val_fraction: 0.1,
             seed: 0,

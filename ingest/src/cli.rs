@@ -20,6 +20,7 @@ use crate::make::{Encoding, FaceMaker};
 use crate::plan::{read_exclude_list, PlanOptions};
 use crate::progress::Summary;
 use crate::run::{ingest, IngestOptions};
+use crate::sink::StoreArgs;
 use crate::source::Layout;
 
 /// Detect, align and shard raw face datasets (D²AE preprocessing, paper §4.1).
@@ -124,9 +125,8 @@ pub struct IngestArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub workers: Option<u32>,
 
-    /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000); also AWS_ENDPOINT_URL.
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// Reject photos with more pixels than this (decompression-bomb guard).
     #[arg(long, default_value_t = 40_000_000)]
@@ -172,9 +172,8 @@ pub struct VerifyArgs {
     /// The dataset: a local folder or file://, s3://, gs://, az:// URL.
     #[arg(value_name = "DIR-or-URL")]
     pub dataset: String,
-    /// Endpoint of an S3-compatible server.
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Threads reading shards (default: all cores).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -331,7 +330,7 @@ pub fn run_ingest(args: &IngestArgs) -> anyhow::Result<Summary> {
         source: source.clone(),
         layout: args.layout,
         out: out.clone(),
-        endpoint: args.endpoint.clone(),
+        store: args.store.clone(),
         settings: args.settings(exclude.len()),
         plan: PlanOptions {
             val_fraction: args.val_fraction,

@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn keeps_the_unbroken_chain_of_present_shards() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = Destination::open(dir.path().to_str().unwrap(), None).unwrap();
+        let dest = Destination::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
         dest.put("train-000000.tar.zst", vec![0; 10]).unwrap();
         dest.put("train-000001.tar.zst", vec![0; 7]).unwrap();
         // Shard 2's file has the wrong size (a torn earlier attempt): the chain stops before it.
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn corrupt_receipts_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = Destination::open(dir.path().to_str().unwrap(), None).unwrap();
+        let dest = Destination::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
         dest.put(
             &format!("{}/train-000000.json", receipts_dir()),
             b"{oops".to_vec(),

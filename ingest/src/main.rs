@@ -54,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Verify(args)) => {
             let workers = args.workers.unwrap_or_else(default_workers);
-            let report = verify::verify(&args.dataset, args.endpoint.clone(), workers, !args.json)?;
+            let report = verify::verify(&args.dataset, &args.store, workers, !args.json)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

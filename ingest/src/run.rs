@@ -27,7 +27,7 @@ use crate::journal::{self, JournalError, Receipt, RunStamp};
 use crate::make::{make_sample, Outcome, SampleMaker};
 use crate::plan::{self, Plan, PlanError, PlanOptions, EXCLUDED};
 use crate::progress::{Progress, Summary};
-use crate::sink::{Destination, ShardOutput, SinkError};
+use crate::sink::{Destination, ShardOutput, SinkError, StoreArgs};
 use crate::source::{self, Layout, SourceDataset, SourceError};
 use crate::writer::ShardWriter;
 
@@ -39,8 +39,8 @@ pub struct IngestOptions {
     pub layout: Layout,
     /// Destination directory or URL.
     pub out: String,
-    /// S3-compatible endpoint.
-    pub endpoint: Option<String>,
+    /// How to reach a bucket destination.
+    pub store: StoreArgs,
     pub plan: PlanOptions,
     /// Target compressed shard size in bytes.
     pub shard_size: u64,
@@ -124,7 +124,7 @@ pub fn ingest(opts: &IngestOptions, maker: &dyn SampleMaker) -> Result<Summary, 
     let plan = plan::plan(&dataset, &opts.plan)?;
     let config = full_config(opts, &dataset, &plan);
     let fingerprint = sha256_of(config.to_string().as_bytes());
-    let dest = Destination::open(&opts.out, opts.endpoint.clone())?;
+    let dest = Destination::open(&opts.out, &opts.store)?;
 
     if let Some(bytes) = dest.get(INDEX_FILE)? {
         let index = DatasetIndex::from_json(&bytes).map_err(|source| RunError::BadIndex {
@@ -642,7 +642,7 @@ mod tests {
             source: src.to_owned(),
             layout: Layout::Auto,
             out: out.display().to_string(),
-            endpoint: None,
+            store: StoreArgs::default(),
             plan: PlanOptions {
                 val_fraction: 0.2,
                 seed: 5,
@@ -706,8 +706,13 @@ mod tests {
         assert!(fa == fb, "outputs differ between 1 and 4 workers");
         assert!(!tmp.path().join("a/_partial").exists());
 
-        let report =
-            crate::verify::verify(tmp.path().join("a").to_str().unwrap(), None, 2, false).unwrap();
+        let report = crate::verify::verify(
+            tmp.path().join("a").to_str().unwrap(),
+            &Default::default(),
+            2,
+            false,
+        )
+        .unwrap();
         assert!(report.ok, "{:?}", report.problems);
         assert_eq!(report.samples, 39);
         assert_eq!(report.rejects, 9);
@@ -718,8 +723,13 @@ mod tests {
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x40;
         std::fs::write(&shard, bytes).unwrap();
-        let report =
-            crate::verify::verify(tmp.path().join("a").to_str().unwrap(), None, 2, false).unwrap();
+        let report = crate::verify::verify(
+            tmp.path().join("a").to_str().unwrap(),
+            &Default::default(),
+            2,
+            false,
+        )
+        .unwrap();
         assert!(!report.ok);
         assert!(
             report

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use d2ae_shard::{open_dataset, DatasetLocation, StoreError, StoreOptions};
 use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::runtime::Runtime;
 
 /// The folder (under the destination) for unfinished work: temporary shards and resume receipts.
@@ -53,6 +53,19 @@ pub enum SinkError {
     },
 }
 
+/// How to reach a bucket, beyond its URL (the same flags for `d2ae-ingest` and `verify`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000); also AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Retries of a failed request to the bucket (dropped connection, 5xx, timeout), with
+    /// exponential backoff from 100 ms up to 15 s and 3 minutes in all, before giving up
+    /// [default: 10]. An ingest that gives up keeps its finished shards; its rerun resumes there.
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<usize>,
+}
+
 /// A dataset destination.
 pub struct Destination {
     location: DatasetLocation,
@@ -61,11 +74,11 @@ pub struct Destination {
 
 impl Destination {
     /// Open (creating a local directory if needed) the destination at `url`.
-    pub fn open(url: &str, endpoint: Option<String>) -> Result<Self, SinkError> {
+    pub fn open(url: &str, store: &StoreArgs) -> Result<Self, SinkError> {
         let options = StoreOptions {
-            endpoint,
+            endpoint: store.endpoint.clone(),
             create_local: true,
-            max_retries: None,
+            max_retries: store.max_retries,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -219,6 +232,9 @@ impl Destination {
         Ok(ShardOutput::Remote {
             upload: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
             runtime: Arc::clone(&self.runtime),
+            store: Arc::clone(&self.location.store),
+            path,
+            written: 0,
             name: name.to_owned(),
             url: self.location.url.clone(),
         })
@@ -235,6 +251,10 @@ pub enum ShardOutput {
     Remote {
         upload: Option<WriteMultipart>,
         runtime: Arc<Runtime>,
+        store: Arc<dyn ObjectStore>,
+        path: object_store::path::Path,
+        /// Bytes handed to the upload, to recognise the shard if completing it seems to fail.
+        written: u64,
         name: String,
         url: String,
     },
@@ -247,7 +267,10 @@ impl Write for ShardOutput {
                 file.as_mut().expect("open until finished").write(buf)
             }
             ShardOutput::Remote {
-                upload, runtime, ..
+                upload,
+                runtime,
+                written,
+                ..
             } => {
                 let upload = upload.as_mut().expect("open until finished");
                 // Inside block_on so the part uploads `write` spawns have a runtime; waiting for
@@ -259,6 +282,7 @@ impl Write for ShardOutput {
                         Ok::<_, object_store::Error>(())
                     })
                     .map_err(io::Error::other)?;
+                *written += buf.len() as u64;
                 Ok(buf.len())
             }
         }
@@ -299,19 +323,33 @@ impl ShardOutput {
             ShardOutput::Remote {
                 upload,
                 runtime,
+                store,
+                path,
+                written,
                 name,
                 url,
             } => {
                 let upload = upload.take().expect("finished once");
-                runtime
-                    .block_on(upload.finish())
-                    .map(|_| ())
-                    .map_err(|source| SinkError::Store {
-                        op: "complete the upload of",
-                        name: name.clone(),
-                        url: url.clone(),
-                        source: Box::new(source),
-                    })
+                let Err(source) = runtime.block_on(upload.finish()) else {
+                    return Ok(());
+                };
+                // A connection lost after the store completed the upload but before its answer
+                // arrived makes the retried request fail (the upload id is gone). The shard is
+                // then in place: same name, every byte of it.
+                let landed = runtime.block_on(store.head(path));
+                if landed.is_ok_and(|meta| meta.size == *written) {
+                    tracing::warn!(
+                        "{name}: completing the upload reported \"{source}\", but the shard is \
+                         in place with all its {written} bytes"
+                    );
+                    return Ok(());
+                }
+                Err(SinkError::Store {
+                    op: "complete the upload of",
+                    name: name.clone(),
+                    url: url.clone(),
+                    source: Box::new(source),
+                })
             }
         }
     }
@@ -352,7 +390,7 @@ mod tests {
     #[test]
     fn local_shards_appear_only_when_finished() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = Destination::open(dir.path().to_str().unwrap(), None).unwrap();
+        let dest = Destination::open(dir.path().to_str().unwrap(), &StoreArgs::default()).unwrap();
         let mut out = dest.create_shard("train-000000.tar.zst").unwrap();
         out.write_all(b"hello").unwrap();
         assert!(!dir.path().join("train-000000.tar.zst").exists());
@@ -380,7 +418,7 @@ mod tests {
     #[test]
     fn a_failed_local_finish_leaves_neither_the_shard_nor_its_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = Destination::open(dir.path().to_str().unwrap(), None).unwrap();
+        let dest = Destination::open(dir.path().to_str().unwrap(), &StoreArgs::default()).unwrap();
         // A directory in the way makes the final rename fail.
         std::fs::create_dir(dir.path().join("train-000000.tar.zst")).unwrap();
         let mut out = dest.create_shard("train-000000.tar.zst").unwrap();
@@ -400,7 +438,11 @@ mod tests {
     #[test]
     fn small_objects_list_and_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = Destination::open(dir.path().join("new").to_str().unwrap(), None).unwrap();
+        let dest = Destination::open(
+            dir.path().join("new").to_str().unwrap(),
+            &StoreArgs::default(),
+        )
+        .unwrap();
         dest.put("_partial/receipts/a.json", b"{}".to_vec())
             .unwrap();
         dest.put("_partial/receipts/b.json", b"[]".to_vec())

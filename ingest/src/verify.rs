@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::image_io::{decode_rgb, DecodeLimits};
-use crate::sink::{Destination, SinkError};
+use crate::sink::{Destination, SinkError, StoreArgs};
 
 /// One thing wrong with the dataset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -87,12 +87,12 @@ struct ShardFindings {
 /// Verify the dataset at `url` with `workers` threads.
 pub fn verify(
     url: &str,
-    endpoint: Option<String>,
+    store: &StoreArgs,
     workers: usize,
     progress: bool,
 ) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
-    let dest = Destination::open(url, endpoint)?;
+    let dest = Destination::open(url, store)?;
     let bytes = dest.get(INDEX_FILE)?.ok_or_else(|| VerifyError::NoIndex {
         url: url.to_owned(),
     })?;

@@ -7,6 +7,11 @@
 //! - [`S3Server`] is a real S3-compatible server (moto) on 127.0.0.1, with a fresh bucket per test.
 //! - [`python`] is the venv's interpreter, which has torch, numpy, webdataset, safetensors, PIL,
 //!   OpenCV and scikit-learn (`scripts/requirements.txt`).
+//! - [`FlakyProxy`] sits between a client and that server and can drop its connections.
+
+mod proxy;
+
+pub use proxy::FlakyProxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! Helpers shared by the `ingest_*` end-to-end tests (each includes this with `mod ingest_util;`).
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -165,4 +166,82 @@ pub fn synth_celeba(root: &Path, identities: usize, seed: u64) {
             .args(["--images-per-identity", "4", "--held-out-identities", "0"])
             .args(["--folds", "0", "--seed", &seed.to_string()]),
     );
+}
+
+// Reading a bucket on the S3 test server directly, past the tool under test.
+
+/// GET `url` with curl (moto answers unsigned reads).
+pub fn curl(url: &str) -> Vec<u8> {
+    run_ok(Command::new("curl").args(["-fsS", url])).stdout
+}
+
+/// The texts of every `<tag>` element in an XML answer.
+pub fn xml_texts(xml: &[u8], tag: &str) -> Vec<String> {
+    let xml = String::from_utf8_lossy(xml);
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(&open)
+        .skip(1)
+        .filter_map(|s| s.split_once(&close).map(|(text, _)| text.to_owned()))
+        .collect()
+}
+
+/// Keys under `prefix` in `bucket` (fewer than 1000 here, so one page), relative to the prefix.
+pub fn list(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
+    let xml = curl(&format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}/"));
+    let mut keys: Vec<String> = xml_texts(&xml, "Key")
+        .into_iter()
+        .map(|k| {
+            k.strip_prefix(&format!("{prefix}/"))
+                .unwrap_or(&k)
+                .to_owned()
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Check that every shard listed in the bucket equals the uninterrupted run's shard of that name
+/// (fetching each name once); returns how many are listed.
+pub fn check_visible_shards(
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+    reference: &Path,
+    checked: &mut BTreeSet<String>,
+) -> usize {
+    let keys = list(endpoint, bucket, prefix);
+    let shards: Vec<&String> = keys.iter().filter(|k| k.ends_with(".tar.zst")).collect();
+    for name in &shards {
+        assert!(!name.contains('/'), "shard outside the root: {name}");
+        if checked.insert((*name).clone()) {
+            let body = curl(&format!("{endpoint}/{bucket}/{prefix}/{name}"));
+            let expected = std::fs::read(reference.join(name))
+                .unwrap_or_else(|e| panic!("{name} is not a shard of the reference run: {e}"));
+            assert!(
+                body == expected,
+                "{name} is visible with {} bytes, the complete shard has {}",
+                body.len(),
+                expected.len()
+            );
+        }
+    }
+    shards.len()
+}
+
+/// Download every object under a prefix (boto3): endpoint, bucket, prefix, local folder.
+const DOWNLOAD: &str = r#"
+import boto3, os, sys
+endpoint, bucket, prefix, out = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                  aws_secret_access_key="testing", region_name="us-east-1")
+for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]:
+    path = os.path.join(out, o["Key"][len(prefix) + 1:])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    s3.download_file(bucket, o["Key"], path)
+"#;
+
+/// Download every object under `prefix` of `bucket` into `out` with boto3 (moto answers unsigned
+/// reads of shards, which the polling helpers rely on for speed, but not of every object).
+pub fn download(endpoint: &str, bucket: &str, prefix: &str, out: &Path) {
+    run_python(DOWNLOAD, &[endpoint, bucket, prefix, out.to_str().unwrap()]);
 }
