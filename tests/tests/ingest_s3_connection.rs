@@ -19,17 +19,25 @@ use d2ae_tests::{FlakyProxy, S3Server};
 use ingest_util::*;
 use serde_json::Value;
 
-/// 50 identities × 4 photos of the generator, ingested locally as the reference, and the
-/// arguments of an ingest of them with small shards (so a run writes dozens).
+/// The dataset's prefix in the bucket.
+const PREFIX: &str = "d";
+
+/// 50 identities × 4 photos of the generator, ingested locally as the reference; a fresh bucket
+/// on the S3 server, reached through a proxy.
 struct Setup {
     _tmp: tempfile::TempDir,
     src: std::path::PathBuf,
     reference: std::path::PathBuf,
     shards: usize,
+    server: S3Server,
+    proxy: FlakyProxy,
+    bucket: String,
+    /// `s3://<bucket>/<PREFIX>`
+    url: String,
 }
 
 impl Setup {
-    fn new() -> Setup {
+    fn new(bucket_stem: &str) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         synth_celeba(&src, 50, 4);
@@ -38,11 +46,19 @@ impl Setup {
         assert_eq!(full["accepted"], 200, "{full}");
         let shards = full["shards"].as_u64().unwrap() as usize;
         assert!(shards >= 40, "{full}");
+        let server = S3Server::start();
+        let proxy = FlakyProxy::start(&server.endpoint);
+        let bucket = server.bucket(bucket_stem);
+        let url = format!("s3://{bucket}/{PREFIX}");
         Setup {
             _tmp: tmp,
             src,
             reference,
             shards,
+            server,
+            proxy,
+            bucket,
+            url,
         }
     }
 
@@ -58,11 +74,11 @@ impl Setup {
         ]
     }
 
-    /// Start an ingest to `url` through `endpoint`, with `extra` flags.
-    fn spawn(&self, url: &str, endpoint: &str, extra: &[&str]) -> Child {
+    /// Start an ingest to the bucket through the proxy, with `extra` flags.
+    fn spawn(&self, extra: &[&str]) -> Child {
         ingest()
-            .args(Self::args_for(&self.src, url))
-            .args(["--endpoint", endpoint, "--json"])
+            .args(Self::args_for(&self.src, &self.url))
+            .args(["--endpoint", &self.proxy.endpoint, "--json"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -71,14 +87,19 @@ impl Setup {
     }
 
     /// The bucket now holds exactly the reference run's files, byte for byte.
-    fn assert_bucket_is_the_reference(&self, server: &S3Server, bucket: &str, prefix: &str) {
+    fn assert_bucket_is_the_reference(&self) {
         let mut expected = shard_files(&self.reference);
         expected.extend(["index.json".to_owned(), "rejects.jsonl".to_owned()]);
         expected.sort();
-        assert_eq!(list(&server.endpoint, bucket, prefix), expected);
-        let fetched = self._tmp.path().join(format!("fetched-{bucket}"));
-        download(&server.endpoint, bucket, prefix, &fetched);
+        assert_eq!(self.keys(), expected);
+        let fetched = self._tmp.path().join("fetched");
+        download(&self.server.endpoint, &self.bucket, PREFIX, &fetched);
         assert_same_dataset(&self.reference, &fetched);
+    }
+
+    /// The keys under the prefix, read from the server directly.
+    fn keys(&self) -> Vec<String> {
+        list(&self.server.endpoint, &self.bucket, PREFIX)
     }
 }
 
@@ -106,13 +127,10 @@ fn summary(out: &Output) -> Value {
 
 #[test]
 fn dropped_connections_are_retried_and_the_bucket_gets_the_whole_dataset() {
-    let setup = Setup::new();
-    let server = S3Server::start();
-    let proxy = FlakyProxy::start(&server.endpoint);
-    let bucket = server.bucket("flaky");
-    let (prefix, url) = ("d", format!("s3://{bucket}/d"));
+    let setup = Setup::new("flaky");
+    let proxy = &setup.proxy;
 
-    let mut child = setup.spawn(&url, &proxy.endpoint, &[]);
+    let mut child = setup.spawn(&[]);
     // Cut every connection each time another 40 kB has gone up, five times, while the run goes on.
     let (mut cuts, mut next) = (0, 40_000);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -133,46 +151,38 @@ fn dropped_connections_are_retried_and_the_bucket_gets_the_whole_dataset() {
     let done = summary(&out);
     assert_eq!(done["accepted"], 200, "{done}");
     assert_eq!(done["shards"], setup.shards as u64, "{done}");
-    setup.assert_bucket_is_the_reference(&server, &bucket, prefix);
+    setup.assert_bucket_is_the_reference();
 }
 
 #[test]
 fn a_lost_answer_to_completing_an_upload_still_lands_the_shard() {
-    let setup = Setup::new();
-    let server = S3Server::start();
-    let proxy = FlakyProxy::start(&server.endpoint);
-    let bucket = server.bucket("lost");
-    let (prefix, url) = ("d", format!("s3://{bucket}/d"));
+    let setup = Setup::new("lost");
+    let proxy = &setup.proxy;
 
     proxy.lose_answers_to(&["POST ", "uploadId="], 2);
-    let out = wait(
-        setup.spawn(&url, &proxy.endpoint, &[]),
-        Duration::from_secs(180),
-    );
+    let out = wait(setup.spawn(&[]), Duration::from_secs(180));
     let done = summary(&out);
     assert_eq!(proxy.answers_lost(), 2);
     // moto answers the retried completion with success; a store that answers "no such upload"
     // takes the sink's other path (a HEAD finds the whole shard in place, and a warning says so).
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(done["accepted"], 200, "{done}");
-    setup.assert_bucket_is_the_reference(&server, &bucket, prefix);
+    setup.assert_bucket_is_the_reference();
 }
 
 #[test]
 fn an_unreachable_bucket_stops_the_run_cleanly_and_a_rerun_resumes() {
-    let setup = Setup::new();
-    let server = S3Server::start();
-    let proxy = FlakyProxy::start(&server.endpoint);
-    let bucket = server.bucket("gone");
-    let (prefix, url) = ("d", format!("s3://{bucket}/d"));
+    let setup = Setup::new("gone");
+    let proxy = &setup.proxy;
     let receipts = || {
-        list(&server.endpoint, &bucket, prefix)
+        setup
+            .keys()
             .iter()
             .filter(|k| k.starts_with("_partial/receipts/"))
             .count()
     };
 
-    let mut child = setup.spawn(&url, &proxy.endpoint, &["--max-retries", "2"]);
+    let mut child = setup.spawn(&["--max-retries", "2"]);
     let deadline = Instant::now() + Duration::from_secs(120);
     while receipts() < 3 {
         assert!(
@@ -188,7 +198,7 @@ fn an_unreachable_bucket_stops_the_run_cleanly_and_a_rerun_resumes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the run cannot succeed: {err}");
     assert!(
-        err.contains(&url) && err.contains("cannot"),
+        err.contains(&setup.url) && err.contains("cannot"),
         "the error names the destination: {err}"
     );
     eprintln!(
@@ -198,7 +208,7 @@ fn an_unreachable_bucket_stops_the_run_cleanly_and_a_rerun_resumes() {
     );
 
     // Nothing half-written is visible and the run does not look complete.
-    let keys = list(&server.endpoint, &bucket, prefix);
+    let keys = setup.keys();
     assert!(
         !keys
             .iter()
@@ -207,9 +217,9 @@ fn an_unreachable_bucket_stops_the_run_cleanly_and_a_rerun_resumes() {
     );
     let mut checked = BTreeSet::new();
     let visible = check_visible_shards(
-        &server.endpoint,
-        &bucket,
-        prefix,
+        &setup.server.endpoint,
+        &setup.bucket,
+        PREFIX,
         &setup.reference,
         &mut checked,
     );
@@ -218,12 +228,9 @@ fn an_unreachable_bucket_stops_the_run_cleanly_and_a_rerun_resumes() {
     assert!(done < setup.shards, "cut off too late: {keys:?}");
 
     proxy.restore();
-    let resumed = summary(&wait(
-        setup.spawn(&url, &proxy.endpoint, &[]),
-        Duration::from_secs(180),
-    ));
+    let resumed = summary(&wait(setup.spawn(&[]), Duration::from_secs(180)));
     assert_eq!(resumed["resumed_shards"], done as u64, "{resumed}");
     assert_eq!(resumed["accepted"], 200, "{resumed}");
     assert_eq!(resumed["shards"], setup.shards as u64, "{resumed}");
-    setup.assert_bucket_is_the_reference(&server, &bucket, prefix);
+    setup.assert_bucket_is_the_reference();
 }
