@@ -8,9 +8,9 @@ use std::process::Command;
 use d2ae_tests::{bin, project_root, run_ok};
 use serde_json::Value;
 
-/// The demo's own defaults (60 identities × 24 images, 20 held out, 300 steps of 32 with Adam at
-/// lr 0.001, the adversary and L_H on the clean f_P, the inner-face emphasis of L_X at 8),
-/// spelled out so the thresholds below stay tied to the run they were calibrated on.
+/// The demo's own defaults (60 identities × 24 images, 20 held out, 450 steps of 32 with Adam at
+/// lr 0.001, the adversary and L_H on the clean f_P, the inner-face emphasis of L_X at 8, B_P's FC
+/// on its whole map), spelled out so the thresholds below stay tied to the run they were calibrated on.
 const SCALE: &[&str] = &[
     "--identities",
     "60",
@@ -19,7 +19,7 @@ const SCALE: &[&str] = &[
     "--held-out",
     "20",
     "--steps",
-    "300",
+    "450",
     "--batch-size",
     "32",
     "--optimizer",
@@ -30,10 +30,12 @@ const SCALE: &[&str] = &[
     "identity",
     "--recon-face-weight",
     "8",
+    "--dispel-pool",
+    "flatten",
     "--seed",
     "0",
     // One libtorch thread: the run is then bit-identical to the calibration run below (with 2
-    // threads the float reductions differ and the 300-step trajectory drifts).
+    // threads the float reductions differ and the trajectory drifts).
     "--threads",
     "1",
 ];
@@ -107,10 +109,12 @@ fn demo_separates_identity_from_the_rest_and_reruns_for_free() {
         ]
     );
 
-    // Calibrated on the run of these settings (seed 0, `--threads 1`, 2026-11-29 session 3):
-    // verification f_T 0.935 vs f_P 0.628; fresh identity probe f_T 0.950 vs f_P 0.750;
-    // identity-independent attributes f_P 0.694 vs f_T 0.576; hat f_P 0.71 vs f_T 0.58; open mouth
-    // f_P 0.75 vs f_T 0.58; background R² f_P 0.40 vs f_T 0.05 (docs/BENCHMARKS.md "Demo").
+    // Calibrated on the run of these settings (seed 0, `--threads 1`, 2026-11-29 session 4):
+    // verification f_T 0.933 vs f_P 0.678; fresh identity probe f_T 0.963 vs f_P 0.675;
+    // identity-independent attributes f_P 0.792 vs f_T 0.606; hat f_P 0.79 vs f_T 0.69; open mouth
+    // f_P 0.86 vs f_T 0.54; smiling f_P 0.64 vs f_T 0.52; background R² f_P 0.39 vs f_T 0.02
+    // (docs/BENCHMARKS.md "Demo"). Seed 1 of the same settings: 0.909 / 0.688, attributes 0.779 /
+    // 0.612, smiling 0.58 / 0.51; the margins below leave room for that spread.
     // Identity lives in f_T: verification on held-out identities far above f_P's, and f_P's near
     // chance (0.5; the paper's f_P: 0.64).
     let ver_t = number(&s, &["features", "t", "verification", "accuracy"]);
@@ -122,36 +126,39 @@ fn demo_separates_identity_from_the_rest_and_reruns_for_free() {
     let probe_p = number(&s, &["features", "p", "identity_probe_accuracy"]);
     assert!(probe_t > 0.8, "identity probe on f_T {probe_t}");
     assert!(
-        probe_p < probe_t - 0.1,
+        probe_p < probe_t - 0.15,
         "identity probe: f_P {probe_p} vs f_T {probe_t}"
     );
     assert!(
         s["adversary"]["accuracy"].as_f64().is_some(),
         "no adversary accuracy in {s}"
     );
-    // The rest lives in f_P: identity-independent attributes (the hat and the open mouth among
-    // them) and the background colour.
+    // The rest lives in f_P: identity-independent attributes (the hat, the open mouth and the
+    // smile among them) and the background colour.
     let ind_t = number(&s, &["features", "t", "mean_identity_independent_accuracy"]);
     let ind_p = number(&s, &["features", "p", "mean_identity_independent_accuracy"]);
     assert!(
-        ind_p > ind_t + 0.06,
+        ind_p > ind_t + 0.1,
         "identity-independent attributes: f_P {ind_p} vs f_T {ind_t}"
     );
     let hat_t = number(&s, &["features", "t", "attributes", "Wearing_Hat"]);
     let hat_p = number(&s, &["features", "p", "attributes", "Wearing_Hat"]);
-    assert!(hat_p > hat_t + 0.06, "hat: f_P {hat_p} vs f_T {hat_t}");
+    assert!(hat_p > hat_t + 0.05, "hat: f_P {hat_p} vs f_T {hat_t}");
     let mouth_t = number(&s, &["features", "t", "attributes", "Mouth_Slightly_Open"]);
     let mouth_p = number(&s, &["features", "p", "attributes", "Mouth_Slightly_Open"]);
     assert!(
-        mouth_p > mouth_t + 0.08,
+        mouth_p > mouth_t + 0.15,
         "open mouth: f_P {mouth_p} vs f_T {mouth_t}"
+    );
+    let smile_t = number(&s, &["features", "t", "attributes", "Smiling"]);
+    let smile_p = number(&s, &["features", "p", "attributes", "Smiling"]);
+    assert!(
+        smile_p > smile_t + 0.05 && smile_p > 0.56,
+        "smiling: f_P {smile_p} vs f_T {smile_t} (chance ≈ 0.5)"
     );
     let bg_t = number(&s, &["background_r2", "t"]);
     let bg_p = number(&s, &["background_r2", "p"]);
-    assert!(
-        bg_p > bg_t + 0.15,
-        "background R²: f_P {bg_p} vs f_T {bg_t}"
-    );
+    assert!(bg_p > bg_t + 0.2, "background R²: f_P {bg_p} vs f_T {bg_t}");
 
     // A rerun trains nothing and re-extracts nothing.
     let lines = metrics_lines(&run);

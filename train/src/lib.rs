@@ -12,8 +12,8 @@ pub mod info;
 pub mod model;
 
 pub use model::{
-    Ablation, ClassifierNoise, D2ae, ForwardOutput, LossTerms, LossValues, ModelConfig, ModelError,
-    ParamGroup,
+    Ablation, BranchPool, ClassifierNoise, D2ae, ForwardOutput, LossTerms, LossValues, ModelConfig,
+    ModelError, ParamGroup,
 };
 
 /// Set libtorch's intra-op CPU threads: `requested`, or every available core. Returns the

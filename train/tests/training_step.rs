@@ -80,3 +80,33 @@ fn eighty_steps_fit_a_tiny_batch() {
     assert!(!std_t.equal(&std_t.ones_like()));
     assert!(!std_p.unwrap().equal(&std_t.ones_like()));
 }
+
+#[test]
+fn dispel_pool_changes_only_the_dispelling_branch() {
+    use d2ae_train::BranchPool;
+    let mut cfg = common::tiny_config();
+    cfg.branch.dispel_pool = Some(BranchPool::Flatten);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = D2ae::new(&vs.root(), &cfg, 4).unwrap();
+    let vars = vs.variables();
+    let fc_in = |name: &str| vars[name].size()[1];
+    let c = cfg.branch.channels;
+    assert_eq!(
+        fc_in("branch_t.fc.weight"),
+        c,
+        "B_T keeps the global average"
+    );
+    let p_in = fc_in("branch_p.fc.weight");
+    assert!(p_in > c && p_in % c == 0, "B_P sees every position: {p_in}");
+    let (images, _) = common::batch(2, 16, 4, 3);
+    let out = model.forward_t(&images, false).unwrap();
+    assert_eq!(out.f_t.size(), out.f_p.as_ref().unwrap().size());
+
+    // Written out and read back, the config still builds this model; without the key it is the
+    // shared `pool`, as configs written before it existed.
+    let text = serde_json::to_string(&cfg).unwrap();
+    assert!(text.contains("\"dispel_pool\":\"flatten\""), "{text}");
+    cfg.branch.dispel_pool = None;
+    let text = serde_json::to_string(&cfg).unwrap();
+    assert!(!text.contains("dispel_pool"), "{text}");
+}

@@ -87,6 +87,9 @@ pub struct TrainConfig {
     pub recon_face_weight: Option<f64>,
     /// The branches' reduction before their FC; `None` keeps the preset's (average).
     pub branch_pool: Option<BranchPool>,
+    /// The dispelling branch's reduction when it differs from `branch_pool`; `None` keeps the
+    /// preset's (the same as B_T's).
+    pub dispel_pool: Option<BranchPool>,
 }
 
 fn one() -> f64 {
@@ -137,6 +140,7 @@ impl TrainConfig {
             classifier_noise: None,
             recon_face_weight: None,
             branch_pool: None,
+            dispel_pool: None,
         }
     }
 
@@ -293,6 +297,11 @@ pub struct ConfigOverrides {
     /// paper's) or flatten (the FC sees where things are in the crop) [default: the preset's].
     #[arg(long, value_enum)]
     pub branch_pool: Option<BranchPool>,
+    /// The dispelling branch B_P's reduction, overriding --branch-pool for B_P only: `flatten`
+    /// with B_T's `average` keeps the paper's identity branch and lets f_P say where things are
+    /// (a smile at the mouth) [default: the same as --branch-pool].
+    #[arg(long, value_enum)]
+    pub dispel_pool: Option<BranchPool>,
     /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -350,6 +359,7 @@ impl ConfigOverrides {
             classifier_noise,
             recon_face_weight,
             branch_pool,
+            dispel_pool,
             endpoint
         );
     }

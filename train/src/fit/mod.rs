@@ -106,6 +106,9 @@ pub fn model_config(cfg: &TrainConfig) -> Result<ModelConfig> {
     if let Some(v) = cfg.branch_pool {
         m.branch.pool = v;
     }
+    if let Some(v) = cfg.dispel_pool {
+        m.branch.dispel_pool = Some(v);
+    }
     m.validate()?;
     Ok(m)
 }

@@ -16,12 +16,16 @@ use super::layers::{cost_seq, forward_seq, ConvBn, ConvSpec, Hw};
 pub struct Branch {
     convs: Vec<ConvBn>,
     fc: nn::Linear,
-    cfg: BranchConfig,
+    pool: BranchPool,
+    channels: i64,
+    feature_dim: i64,
 }
 
 impl Branch {
-    /// Build on an encoder output with `c_in` channels and size `map` (`h, w`).
-    pub fn new(p: &nn::Path, c_in: i64, map: Hw, cfg: &BranchConfig) -> Self {
+    /// Build on an encoder output with `c_in` channels and size `map` (`h, w`), reducing the last
+    /// conv's map with `pool` (the branch's own: [`BranchConfig::identity_pool`] or
+    /// [`BranchConfig::dispel_pool`]).
+    pub fn new(p: &nn::Path, c_in: i64, map: Hw, cfg: &BranchConfig, pool: BranchPool) -> Self {
         let c = cfg.channels;
         let convs = [
             ConvSpec::square(c_in, c, 1, 1),
@@ -34,21 +38,23 @@ impl Branch {
         .collect();
         let fc = nn::linear(
             p / "fc",
-            fc_inputs(cfg, map),
+            fc_inputs(pool, c, map),
             cfg.feature_dim,
             Default::default(),
         );
         Self {
             convs,
             fc,
-            cfg: *cfg,
+            pool,
+            channels: c,
+            feature_dim: cfg.feature_dim,
         }
     }
 
     /// Encoder map `[B, C, h, w]` → features `[B, feature_dim]`.
     pub fn forward_t(&self, map: &Tensor, train: bool) -> Tensor {
         let ys = forward_seq(&self.convs, map, train);
-        let pooled = match self.cfg.pool {
+        let pooled = match self.pool {
             BranchPool::Average => ys.mean_dim([2i64, 3].as_slice(), false, None),
             BranchPool::Flatten => ys.flatten(1, -1),
         };
@@ -57,15 +63,17 @@ impl Branch {
 
     /// MACs per image for an encoder map of size `hw`.
     pub fn cost(&self, hw: Hw) -> u64 {
-        cost_seq(&self.convs, hw).0 + (fc_inputs(&self.cfg, hw) * self.cfg.feature_dim) as u64
+        let fc_in = fc_inputs(self.pool, self.channels, hw);
+        cost_seq(&self.convs, hw).0 + (fc_in * self.feature_dim) as u64
     }
 }
 
-/// Inputs of the FC for a conv map of size `hw`: one per channel, or every position's.
-fn fc_inputs(cfg: &BranchConfig, hw: Hw) -> i64 {
-    match cfg.pool {
-        BranchPool::Average => cfg.channels,
-        BranchPool::Flatten => cfg.channels * hw.0 * hw.1,
+/// Inputs of the FC for a `channels`-deep conv map of size `hw`: one per channel, or every
+/// position's.
+fn fc_inputs(pool: BranchPool, channels: i64, hw: Hw) -> i64 {
+    match pool {
+        BranchPool::Average => channels,
+        BranchPool::Flatten => channels * hw.0 * hw.1,
     }
 }
 
@@ -85,8 +93,9 @@ mod tests {
                 channels: 5,
                 feature_dim: 6,
                 pool,
+                dispel_pool: None,
             };
-            let b = Branch::new(&vs.root(), 4, (3, 3), &cfg);
+            let b = Branch::new(&vs.root(), 4, (3, 3), &cfg, pool);
             let fc_in = vs.variables()["fc.weight"].size()[1];
             let flatten = pool == BranchPool::Flatten;
             assert_eq!(fc_in, if flatten { 5 * 9 } else { 5 });

@@ -106,6 +106,25 @@ pub struct BranchConfig {
     /// How the last conv's map becomes the FC's input. Absent in older configs: `average`.
     #[serde(default, skip_serializing_if = "BranchPool::is_average")]
     pub pool: BranchPool,
+    /// B_P's reduction when it differs from B_T's (`None`: `pool` for both).
+    ///
+    /// f_T should not care where a face part is; f_P has to say where, for the decoder to draw a
+    /// smile at the mouth. `flatten` here with `average` for B_T keeps the paper's identity
+    /// branch and lets the dispelling branch keep the layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispel_pool: Option<BranchPool>,
+}
+
+impl BranchConfig {
+    /// The identity branch B_T's reduction.
+    pub fn identity_pool(&self) -> BranchPool {
+        self.pool
+    }
+
+    /// The dispelling branch B_P's reduction.
+    pub fn dispel_pool(&self) -> BranchPool {
+        self.dispel_pool.unwrap_or(self.pool)
+    }
 }
 
 /// The branch's reduction of its conv map before the FC.
@@ -227,6 +246,7 @@ impl ModelConfig {
                 channels: 512,
                 feature_dim: 256,
                 pool: BranchPool::Average,
+                dispel_pool: None,
             },
             decoder: DecoderConfig {
                 stages: [
@@ -278,6 +298,7 @@ impl ModelConfig {
                 channels: 96,
                 feature_dim: 128,
                 pool: BranchPool::Average,
+                dispel_pool: None,
             },
             decoder: DecoderConfig {
                 stages: [(128, 1), (128, 2), (64, 2), (32, 2), (16, 1)]

@@ -244,11 +244,23 @@ impl D2ae {
         let c = encoder.out_channels();
         let dim = cfg.branch.feature_dim;
         let (_, map) = encoder.cost((cfg.image_size, cfg.image_size));
-        let branch_t = Branch::new(&part(ParamGroup::BranchT), c, map, &cfg.branch);
+        let branch_t = Branch::new(
+            &part(ParamGroup::BranchT),
+            c,
+            map,
+            &cfg.branch,
+            cfg.branch.identity_pool(),
+        );
         let w_t = Classifier::new(&part(ParamGroup::ClassifierT), dim, num_identities);
         let stat_t = StatAug::new(&(p / "stat_t"), dim, cfg.stat_aug.momentum);
         let dispel = cfg.has_dispelling().then(|| Dispelling {
-            branch_p: Branch::new(&part(ParamGroup::BranchP), c, map, &cfg.branch),
+            branch_p: Branch::new(
+                &part(ParamGroup::BranchP),
+                c,
+                map,
+                &cfg.branch,
+                cfg.branch.dispel_pool(),
+            ),
             w_p: Classifier::new(&part(ParamGroup::ClassifierP), dim, num_identities),
             stat_p: StatAug::new(&(p / "stat_p"), dim, cfg.stat_aug.momentum),
             decoder: Decoder::new(&part(ParamGroup::Decoder), cfg, 2 * dim),
