@@ -86,7 +86,7 @@ fn demo_separates_identity_from_the_rest_and_reruns_for_free() {
     assert!(run.join("eval/report.md").exists());
     let s: Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
 
-    assert_eq!(s["step"].as_u64(), Some(300));
+    assert_eq!(s["step"].as_u64(), Some(450));
     assert_eq!(s["pairs"].as_u64(), Some(1000), "10 folds × 100 pairs");
     assert_eq!(
         s["test_rows"].as_u64(),
