@@ -320,4 +320,36 @@ fn faults_are_reported_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("small") && err.contains("paper"), "{err}");
+
+    // So is resuming the same preset with a model flag changed, naming the setting; the loss
+    // weights too are part of the model's configuration.
+    let out = fit(
+        &data,
+        run.path().to_str().unwrap(),
+        &[
+            "--steps",
+            "3",
+            "--resume",
+            "--dispel-pool",
+            "flatten",
+            "--lambda-p",
+            "0.5",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("branch.dispel_pool: (default) → \"flatten\"")
+            && err.contains("lambda_p: 0.1 → 0.5")
+            && !err.contains("tensor"),
+        "{err}"
+    );
+    // Unchanged settings still resume.
+    run_ok(&mut fit(
+        &data,
+        run.path().to_str().unwrap(),
+        &["--steps", "3", "--resume"],
+    ));
 }

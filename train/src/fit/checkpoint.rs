@@ -50,6 +50,45 @@ pub struct CheckpointMeta {
     pub config: serde_json::Value,
 }
 
+/// Where two model configurations differ, as `path: saved → current` lines (`path` in dotted
+/// form, `(default)` where one side omits a key, as configs do for unset options); empty when
+/// they are equal.
+///
+/// A resumed run must rebuild exactly the model its checkpoint holds; otherwise the first tensor
+/// whose shape differs would fail the restore with a message about tensors, not about the flag
+/// that changed.
+pub fn config_differences(saved: &serde_json::Value, current: &serde_json::Value) -> Vec<String> {
+    fn walk(
+        path: &str,
+        a: Option<&serde_json::Value>,
+        b: Option<&serde_json::Value>,
+        out: &mut Vec<String>,
+    ) {
+        use serde_json::Value;
+        match (a, b) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let sub = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(&sub, x.get(k), y.get(k), out);
+                }
+            }
+            (a, b) if a == b => {}
+            (a, b) => {
+                let show = |v: Option<&Value>| v.map_or("(default)".to_owned(), Value::to_string);
+                out.push(format!("{path}: {} → {}", show(a), show(b)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", Some(saved), Some(current), &mut out);
+    out
+}
+
 /// A loaded checkpoint.
 pub struct Checkpoint {
     pub meta: CheckpointMeta,
@@ -332,6 +371,23 @@ pub fn load_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_differences_name_each_changed_key_by_its_path() {
+        let saved = serde_json::json!({"a": 1, "b": {"c": "x", "d": [1, 2]}, "gone": true});
+        let same = saved.clone();
+        assert!(config_differences(&saved, &same).is_empty());
+        let current = serde_json::json!({"a": 2, "b": {"c": "x", "d": [1, 3]}, "new": null});
+        assert_eq!(
+            config_differences(&saved, &current),
+            [
+                "a: 1 → 2",
+                "b.d: [1,2] → [1,3]",
+                "gone: true → (default)",
+                "new: (default) → null"
+            ]
+        );
+    }
     use d2ae_shard::{open_dataset, StoreOptions};
     use tch::{Device, Kind};
 

@@ -107,7 +107,8 @@ pub fn model_config(cfg: &TrainConfig) -> Result<ModelConfig> {
         m.branch.pool = v;
     }
     if let Some(v) = cfg.dispel_pool {
-        m.branch.dispel_pool = Some(v);
+        // Only a reduction that differs from B_T's is recorded: the same model, one config.
+        m.branch.dispel_pool = (v != m.branch.pool).then_some(v);
     }
     m.validate()?;
     Ok(m)
@@ -285,6 +286,23 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
             c.meta.preset,
             cfg.preset,
             c.meta.preset
+        );
+        // Read through ModelConfig so that keys added since the checkpoint was written take
+        // their defaults, as when the model is rebuilt from it.
+        let saved: ModelConfig =
+            serde_json::from_value(c.meta.model_config.clone()).with_context(|| {
+                format!(
+                    "the checkpoint in {} has an unreadable model config",
+                    ckpts.url()
+                )
+            })?;
+        let changed = checkpoint::config_differences(&to_json(&saved), &to_json(&mcfg));
+        anyhow::ensure!(
+            changed.is_empty(),
+            "the checkpoint in {} was trained with another model configuration (checkpoint → this \
+             run):\n  {}\nuse another --out, or the checkpoint's settings",
+            ckpts.url(),
+            changed.join("\n  ")
         );
     }
     let loader_state = match &resumed {
