@@ -84,6 +84,8 @@ fn eighty_steps_fit_a_tiny_batch() {
 #[test]
 fn dispel_pool_changes_only_the_dispelling_branch() {
     use d2ae_train::BranchPool;
+    // Building a model draws from the global generator the seeded test above relies on.
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let mut cfg = common::tiny_config();
     cfg.branch.dispel_pool = Some(BranchPool::Flatten);
     let vs = nn::VarStore::new(Device::Cpu);
