@@ -85,6 +85,20 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// Run a command that must fail (panic with its output if it succeeds); return its stderr.
+pub fn run_fails(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but must fail\n--- stdout\n{}\n--- stderr\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
 /// The venv's Python interpreter (`$D2AE_VENV` or `~/.cache/d2ae/venv`).
 pub fn python() -> PathBuf {
     let venv = std::env::var_os("D2AE_VENV")

@@ -11,7 +11,6 @@
 mod ingest_util;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,7 +41,7 @@ impl Setup {
         let src = tmp.path().join("src");
         synth_celeba(&src, 50, 4);
         let reference = tmp.path().join("reference");
-        let full = ingest_json(&Self::args_for(&src, reference.to_str().unwrap()));
+        let full = ingest_json(&small_shard_args(&src, reference.to_str().unwrap(), "1"));
         assert_eq!(full["accepted"], 200, "{full}");
         let shards = full["shards"].as_u64().unwrap() as usize;
         assert!(shards >= 40, "{full}");
@@ -62,22 +61,10 @@ impl Setup {
         }
     }
 
-    fn args_for<'a>(src: &'a Path, out: &'a str) -> Vec<&'a str> {
-        vec![
-            src.to_str().unwrap(),
-            "--out",
-            out,
-            "--shard-size",
-            "20KB",
-            "--workers",
-            "1",
-        ]
-    }
-
     /// Start an ingest to the bucket through the proxy, with `extra` flags.
     fn spawn(&self, extra: &[&str]) -> Child {
         ingest()
-            .args(Self::args_for(&self.src, &self.url))
+            .args(small_shard_args(&self.src, &self.url, "1"))
             .args(["--endpoint", &self.proxy.endpoint, "--json"])
             .args(extra)
             .stdout(Stdio::piped())

@@ -23,23 +23,13 @@ fn killed_ingest_to_s3_resumes_to_the_uninterrupted_result() {
     let src = tmp.path().join("src");
     synth_celeba(&src, 50, 4);
     let args = |out: &str, workers: &str| -> Vec<String> {
-        let mut a: Vec<String> = [
-            src.to_str().unwrap(),
-            "--out",
-            out,
-            "--shard-size",
-            "20KB",
-            "--workers",
-            workers,
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let mut a = small_shard_args(&src, out, workers);
         if out.starts_with("s3://") {
             a.extend(["--endpoint".to_owned(), server.endpoint.clone()]);
         }
         a
     };
-    let run = |a: Vec<String>| ingest_json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let run = |a: Vec<String>| ingest_json(&a);
 
     let reference = tmp.path().join("reference");
     let full = run(args(reference.to_str().unwrap(), "2"));

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use d2ae_tests::{cmd, run_ok, run_python, shared_data, S3Server};
+use d2ae_tests::{cmd, run_fails, run_ok, run_python, shared_data, S3Server};
 use serde_json::Value;
 
 /// The CelebA mini set (5 identities × 4 photos), detected and aligned by d2ae-ingest: made once
@@ -252,20 +252,16 @@ fn faults_are_reported_clearly() {
     // No index.json at the data URL.
     let empty = tempfile::tempdir().unwrap();
     let run = tempfile::tempdir().unwrap();
-    let out = fit(
+    let err = run_fails(&mut fit(
         empty.path().to_str().unwrap(),
         run.path().to_str().unwrap(),
         &["--steps", "1"],
-    )
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    ));
     assert!(err.contains("index.json"), "{err}");
 
     // A diverging loss stops the run, names the step and writes no checkpoint.
     let run = tempfile::tempdir().unwrap();
-    let out = fit(
+    let err = run_fails(&mut fit(
         &data,
         run.path().to_str().unwrap(),
         &[
@@ -276,11 +272,7 @@ fn faults_are_reported_clearly() {
             "--checkpoint-every",
             "1000",
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    ));
     assert!(err.contains("not finite at step"), "{err}");
     assert!(
         !run.path().join("checkpoints").exists()
@@ -297,33 +289,31 @@ fn faults_are_reported_clearly() {
         run.path().to_str().unwrap(),
         &["--steps", "2"],
     ));
-    let out = cmd("d2ae-train")
-        .args([
-            "fit",
-            "--data",
-            &data,
-            "--out",
-            run.path().to_str().unwrap(),
-        ])
-        .args([
-            "--preset",
-            "paper",
-            "--batch-size",
-            "2",
-            "--steps",
-            "3",
-            "--resume",
-            "--no-progress",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_fails(
+        cmd("d2ae-train")
+            .args([
+                "fit",
+                "--data",
+                &data,
+                "--out",
+                run.path().to_str().unwrap(),
+            ])
+            .args([
+                "--preset",
+                "paper",
+                "--batch-size",
+                "2",
+                "--steps",
+                "3",
+                "--resume",
+                "--no-progress",
+            ]),
+    );
     assert!(err.contains("small") && err.contains("paper"), "{err}");
 
     // So is resuming the same preset with a model flag changed, naming the setting; the loss
     // weights too are part of the model's configuration.
-    let out = fit(
+    let err = run_fails(&mut fit(
         &data,
         run.path().to_str().unwrap(),
         &[
@@ -335,11 +325,7 @@ fn faults_are_reported_clearly() {
             "--lambda-p",
             "0.5",
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    ));
     assert!(
         err.contains("branch.dispel_pool: (default) → \"flatten\"")
             && err.contains("lambda_p: 0.1 → 0.5")

@@ -21,7 +21,7 @@ pub fn ingest() -> Command {
 }
 
 /// Run an ingest with `--json` and return its summary.
-pub fn ingest_json(args: &[&str]) -> Value {
+pub fn ingest_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Value {
     let out = run_ok(ingest().args(args).arg("--json"));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -166,6 +166,22 @@ pub fn synth_celeba(root: &Path, identities: usize, seed: u64) {
             .args(["--images-per-identity", "4", "--held-out-identities", "0"])
             .args(["--folds", "0", "--seed", &seed.to_string()]),
     );
+}
+
+/// Arguments of an ingest of `src` into `out` in 20 KB shards (dozens of them for the
+/// 200-photo sets of [`synth_celeba`]), so a run can be interrupted between shards.
+pub fn small_shard_args(src: &Path, out: &str, workers: &str) -> Vec<String> {
+    [
+        src.to_str().unwrap(),
+        "--out",
+        out,
+        "--shard-size",
+        "20KB",
+        "--workers",
+        workers,
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 // Reading a bucket on the S3 test server directly, past the tool under test.

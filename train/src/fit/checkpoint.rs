@@ -372,22 +372,6 @@ pub fn load_model(
 mod tests {
     use super::*;
 
-    #[test]
-    fn config_differences_name_each_changed_key_by_its_path() {
-        let saved = serde_json::json!({"a": 1, "b": {"c": "x", "d": [1, 2]}, "gone": true});
-        let same = saved.clone();
-        assert!(config_differences(&saved, &same).is_empty());
-        let current = serde_json::json!({"a": 2, "b": {"c": "x", "d": [1, 3]}, "new": null});
-        assert_eq!(
-            config_differences(&saved, &current),
-            [
-                "a: 1 → 2",
-                "b.d: [1,2] → [1,3]",
-                "gone: true → (default)",
-                "new: (default) → null"
-            ]
-        );
-    }
     use d2ae_shard::{open_dataset, StoreOptions};
     use tch::{Device, Kind};
 
@@ -462,5 +446,22 @@ mod tests {
         assert_eq!(checkpoint_name(42), "step-00000042.safetensors");
         assert_eq!(step_of("step-00000042.safetensors"), Some(42));
         assert_eq!(step_of("step-x.safetensors"), None);
+    }
+
+    #[test]
+    fn config_differences_name_each_changed_key_by_its_path() {
+        let saved = serde_json::json!({"a": 1, "b": {"c": "x", "d": [1, 2]}, "gone": true});
+        let same = saved.clone();
+        assert!(config_differences(&saved, &same).is_empty());
+        let current = serde_json::json!({"a": 2, "b": {"c": "x", "d": [1, 3]}, "new": null});
+        assert_eq!(
+            config_differences(&saved, &current),
+            [
+                "a: 1 → 2",
+                "b.d: [1,2] → [1,3]",
+                "gone: true → (default)",
+                "new: (default) → null"
+            ]
+        );
     }
 }
