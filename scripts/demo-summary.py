@@ -5,7 +5,11 @@ set, synth.json), writes summary.json beside the report and prints the table.
 summary.json holds, for each of t, p, c: verification accuracy (mean ± std over folds, TPR at
 FPR 1e-3) and mean attribute accuracy, per-attribute accuracies, which attributes are identity-
 independent by construction, and the R² of background colour (and every other factor) from each
-feature. Only the standard library, so it runs with any python3.
+feature; per-fold verification accuracies; and the autoencoder's fidelity (`reconstruction`, `swap`,
+`edit` from report.json's `fidelity`: PSNR against the mean-image floor, identity swaps and attribute
+edits re-encoded). With synth.json, the swap's attributes kept and the edit flip rate are recomputed
+over the identity-independent attributes (the ones f_P should carry), the all-attribute values kept
+beside them as `*_all_attributes`. Only the standard library, so it runs with any python3.
 """
 import argparse
 import json
@@ -38,6 +42,7 @@ def summarize(report, synth):
                 "accuracy_std": rep["accuracy_std"],
                 "tpr_at_fpr_1e-3": r.get("tpr_at_1e3"),
                 "auc": rep["auc"],
+                "fold_accuracies": [f["accuracy"] for f in rep.get("folds", [])],
             }
     attrs = report.get("attributes")
     independent = synth.get("identity_independent", []) if synth else []
@@ -78,14 +83,81 @@ def summarize(report, synth):
     adv = report.get("adversary")
     if adv:
         out["adversary"] = adv
+    fid = report.get("fidelity")
+    if fid:
+        out.update(fidelity(fid, independent))
     if synth:
         out["identity_independent"] = independent
         out["identity_dependent"] = dependent
     return out
 
 
+def kept(per_attribute, names):
+    """mean(accuracy on swaps) / mean(accuracy on originals) over `names` (a ratio of means)."""
+    rows = [a for a in per_attribute if a["name"] in names]
+    swapped = mean(a["accuracy_swapped"] for a in rows)
+    original = mean(a["accuracy_original"] for a in rows)
+    return swapped / original if swapped is not None and original else None
+
+
+def fidelity(fid, independent):
+    """summary.json's `reconstruction`, `swap` and `edit` from report.json's `fidelity`; with
+    identity-independent attributes, the attribute values are over those only."""
+    rec, sw, ed = fid["reconstruction"], fid["swap"], fid["edit"]
+    reconstruction = {k: rec.get(k) for k in (
+        "psnr_db", "psnr_db_mean_image", "psnr_db_std", "psnr_db_min", "psnr_db_p10", "images", "split")}
+    swap = {k: sw.get(k) for k in (
+        "identity_from_t", "identity_from_t_reconstruction", "pairs", "attributes_from_p", "attributes")}
+    swap["per_attribute"] = {
+        a["name"]: {k: a[k] for k in ("accuracy_swapped", "accuracy_original", "ratio", "pairs")}
+        for a in sw.get("per_attribute", [])
+    }
+    edit = {k: ed.get(k) for k in (
+        "flip_rate", "max_sigma", "per_attribute", "control_flip_rate", "control_per_attribute", "images")}
+    if independent:
+        per, flips = sw.get("per_attribute", []), ed.get("per_attribute", {})
+        control = ed.get("control_per_attribute", {})
+        everything = [a["name"] for a in per] or list(flips)
+        swap["attributes_from_p_all_attributes"] = kept(per, everything)
+        swap["attributes_from_p"] = kept(per, independent)
+        swap["attributes"] = [a for a in independent if a in swap["per_attribute"]]
+        edit["flip_rate_all_attributes"] = mean(flips.values())
+        edit["flip_rate"] = mean(flips.get(a) for a in independent)
+        edit["control_flip_rate_all_attributes"] = mean(control.values())
+        edit["control_flip_rate"] = mean(control.get(a) for a in independent)
+    return {"reconstruction": reconstruction, "swap": swap, "edit": edit}
+
+
 def pct(x):
     return "   —  " if x is None else f"{100 * x:6.2f}"
+
+
+def num(x, fmt):
+    return "—" if x is None else format(x, fmt)
+
+
+def fidelity_table(s):
+    rec, sw, ed = s.get("reconstruction"), s.get("swap"), s.get("edit")
+    if not rec:
+        return []
+    which = " (identity-indep.)" if "flip_rate_all_attributes" in ed else ""
+    lines = [
+        "| autoencoder fidelity | value | reference |",
+        "|---|---|---|",
+        f"| reconstruction PSNR | {num(rec['psnr_db'], '.2f')} dB (p10 {num(rec.get('psnr_db_p10'), '.2f')}) |"
+        f" mean image: {num(rec.get('psnr_db_mean_image'), '.2f')} dB |",
+        f"| swap: f_T nearer B's identity | {pct(sw.get('identity_from_t')).strip()}% of {sw.get('pairs')} pairs |"
+        f" plain reconstruction: {pct(sw.get('identity_from_t_reconstruction')).strip()}% |",
+    ]
+    ref = "1 = as on the originals"
+    if "attributes_from_p_all_attributes" in sw:
+        ref = f"all attributes: {num(sw['attributes_from_p_all_attributes'], '.3f')}"
+    lines.append(f"| swap: f_P attributes kept{which} | {num(sw.get('attributes_from_p'), '.3f')} | {ref} |")
+    ref = f"decode → re-encode alone: {pct(ed.get('control_flip_rate')).strip()}%"
+    if "flip_rate_all_attributes" in ed:
+        ref = f"all attributes: {pct(ed['flip_rate_all_attributes']).strip()}%; " + ref
+    lines.append(f"| edit flip rate at {ed.get('max_sigma')}σ{which} | {pct(ed.get('flip_rate')).strip()}% | {ref} |")
+    return [""] + lines
 
 
 def table(s):
@@ -114,16 +186,24 @@ def table(s):
         lines.append(row)
     per = [s["features"][k].get("attributes", {}) for k in KINDS]
     names = sorted(set().union(*[p.keys() for p in per]))
+    swaps = s.get("swap", {}).get("per_attribute", {})
+    flips = s.get("edit", {}).get("per_attribute", {})
     if names:
-        lines += ["", "| attribute | by construction | majority | f_T | f_P | f_C |", "|---|---|---|---|---|---|"]
+        head, rule = "| attribute | by construction | majority | f_T | f_P | f_C |", "|---|---|---|---|---|---|"
+        if flips:
+            head += " swap kept | edit flips |"
+            rule += "---|---|"
+        lines += ["", head, rule]
         ind = set(s.get("identity_independent", []))
         dep = set(s.get("identity_dependent", []))
         for n in names:
             kind = "image" if n in ind else "identity" if n in dep else ""
             maj = s.get("majority_accuracy", {}).get(n)
-            lines.append(
-                f"| {n} | {kind} | {pct(maj)} | " + " | ".join(pct(p.get(n)) for p in per) + " |"
-            )
+            row = f"| {n} | {kind} | {pct(maj)} | " + " | ".join(pct(p.get(n)) for p in per) + " |"
+            if flips:
+                row += f" {num(swaps.get(n, {}).get('ratio'), '.3f')} | {pct(flips.get(n))} |"
+            lines.append(row)
+    lines += fidelity_table(s)
     return "\n".join(lines)
 
 

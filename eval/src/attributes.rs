@@ -375,11 +375,17 @@ impl Standardize {
     }
 }
 
+/// Whether the `i`-th row (from 0) is held out when every `k`-th is: the last of each `k`.
+/// `fidelity` holds out the same images of a split when a report has no held-out split.
+pub fn is_kth(i: usize, k: usize) -> bool {
+    i % k == k - 1
+}
+
 /// `rows` split into (the rest, every `k`-th row): a deterministic hold-out.
 fn every_kth(rows: &[usize], k: usize) -> (Vec<usize>, Vec<usize>) {
     let (mut rest, mut held) = (Vec::new(), Vec::new());
     for (i, &r) in rows.iter().enumerate() {
-        if i % k == k - 1 {
+        if is_kth(i, k) {
             held.push(r);
         } else {
             rest.push(r);

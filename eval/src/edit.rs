@@ -168,6 +168,14 @@ pub fn fetch_samples(
     Ok(wanted.iter().map(|w| found[w].clone()).collect())
 }
 
+/// A label for a sample: its source file name without folders and extension.
+pub fn short_name(source: &str) -> String {
+    let name = source.rsplit('/').next().unwrap_or(source);
+    name.rsplit_once('.')
+        .map_or(name, |(stem, _)| stem)
+        .to_owned()
+}
+
 /// β·a + (1 − β)·b: exactly `a` at β = 1 and exactly `b` at β = 0.
 pub fn interpolate(a: &Tensor, b: &Tensor, beta: f64) -> Tensor {
     a * beta + b * (1.0 - beta)
@@ -304,12 +312,7 @@ pub fn edit(args: &EditArgs) -> Result<EditOutput> {
         "editing needs f_P, but this checkpoint is a baseline model without the dispelling branch",
     )?;
     let recon = reconstruct(model, &f_t, &f_p)?;
-    let short = |s: &Sample| -> String {
-        let name = s.source.rsplit('/').next().unwrap_or(&s.source);
-        name.rsplit_once('.')
-            .map_or(name, |(stem, _)| stem)
-            .to_owned()
-    };
+    let short = |s: &Sample| short_name(&s.source);
     let mut grid = Grid {
         cell: args.cell.unwrap_or(size.max(96)),
         ..Grid::default()

@@ -6,6 +6,8 @@
 //! - [`attributes`]: per-attribute linear SVMs (Table 1, Figure 5a) and the share of continuous
 //!   factors each feature explains ([`regress`]);
 //! - [`edit`]: attribute editing, identity swap and interpolation grids (Figures 1a, 9, 10);
+//! - [`fidelity`]: reconstruction PSNR, identity swaps and attribute edits re-encoded (does the
+//!   decoder carry the face, and do swaps and edits do what Figures 9 and 10 show);
 //! - [`probe`]: a freshly trained linear identity probe on each feature (the ablations' test);
 //! - [`analyze`]: Gaussianity of the feature channels and t-SNE maps (Figures 1b, 4, 7, 8);
 //! - [`report`]: one Markdown + JSON report of a trained run;
@@ -22,6 +24,7 @@ pub mod bench;
 pub mod edit;
 pub mod extract;
 pub mod features;
+pub mod fidelity;
 pub mod grid;
 pub mod model_io;
 pub mod probe;

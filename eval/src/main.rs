@@ -21,6 +21,8 @@ enum Command {
     Attributes(d2ae_eval::attributes::AttributesArgs),
     /// Face editing grids: attribute edits, identity swap, interpolation.
     Edit(d2ae_eval::edit::EditArgs),
+    /// Autoencoder fidelity: reconstruction PSNR, identity swaps and attribute edits re-encoded.
+    Fidelity(d2ae_eval::fidelity::FidelityArgs),
     /// Identity probe: fresh linear SVMs over the training identities, scored on other images.
     Probe(d2ae_eval::probe::ProbeArgs),
     /// Per-channel Gaussianity and t-SNE maps of the features.
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Verify(a) => d2ae_eval::verify::run(a),
         Command::Attributes(a) => d2ae_eval::attributes::run(a),
         Command::Edit(a) => d2ae_eval::edit::run(a),
+        Command::Fidelity(a) => d2ae_eval::fidelity::run(a),
         Command::Probe(a) => d2ae_eval::probe::run(a),
         Command::Analyze(a) => d2ae_eval::analyze::run(a),
         Command::Report(a) => d2ae_eval::report::run(a),

@@ -3,8 +3,10 @@
 //! It gathers what the other subcommands make: training curves from `metrics.jsonl` and
 //! `val.jsonl`, the latest validation reconstructions, the verification and attribute tables
 //! next to the paper's published numbers (Table 1), the Figure 5a bars, the Gaussianity and t-SNE
-//! figures, and the editing grids. Images go to `<stem>_files/` beside the report and are linked
-//! relatively, so the report reads on GitHub and survives being moved as a folder.
+//! figures, the editing grids, and the autoencoder's fidelity (reconstruction PSNR, identity swaps
+//! and attribute edits re-encoded, [`crate::fidelity`]). Images go to `<stem>_files/` beside the
+//! report and are linked relatively, so the report reads on GitHub and survives being moved as a
+//! folder.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,8 @@ use crate::attributes::{self, AttributesArgs, AttributesOutput, Directions};
 use crate::edit::{self, EditArgs, EditMode, EditOutput};
 use crate::extract::{self, ExtractArgs};
 use crate::features::{FeatureChoice, FeatureKind, FeatureSet};
+use crate::fidelity::{self, FidelityConfig, FidelityOutput, ModelOn};
+use crate::model_io;
 use crate::probe::{self, ProbeArgs, ProbeOutput};
 use crate::verify::{self, VerifyOutput};
 
@@ -55,6 +59,13 @@ pub struct ReportArgs {
     /// the majority rate).
     #[arg(long, value_delimiter = ',')]
     pub edit_attributes: Vec<String>,
+    /// Attributes the fidelity summary values (swap attributes kept, edit flip rate) average
+    /// over, comma-separated (default: all with f_P SVMs).
+    #[arg(long, value_delimiter = ',')]
+    pub fidelity_attributes: Vec<String>,
+    /// Score fidelity on at most this many held-out images (default: all).
+    #[arg(long)]
+    pub fidelity_max_images: Option<usize>,
     /// Attribute to colour the t-SNE maps by.
     #[arg(long)]
     pub attribute: Option<String>,
@@ -106,6 +117,8 @@ pub struct ReportJson {
     pub adversary: Option<AdversaryAccuracy>,
     pub analysis: Option<AnalyzeOutput>,
     pub edits: Vec<EditOutput>,
+    /// Reconstruction PSNR, identity swaps and attribute edits on held-out images.
+    pub fidelity: Option<FidelityOutput>,
     pub figures: Vec<Figure>,
     /// Things the report could not include, and why.
     pub omitted: Vec<String>,
@@ -375,6 +388,7 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
 
     let mut attrs = None;
     let mut directions_path = None;
+    let mut directions = None;
     if let (Some(set), Some(fp)) = (&set, &features_path) {
         let a_args = AttributesArgs {
             features: fp.clone(),
@@ -398,9 +412,11 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
                 }
                 if !a.reports.is_empty() {
                     let p = files.join("directions.safetensors");
-                    Directions::from_reports(&a.reports).write(&p)?;
+                    let d = Directions::from_reports(&a.reports);
+                    d.write(&p)?;
                     a.directions = Some(format!("{rel_dir}/directions.safetensors"));
                     directions_path = Some(p);
+                    directions = Some(d);
                 }
                 attrs = Some(a);
             }
@@ -559,6 +575,29 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
         _ => {}
     }
 
+    let mut fidelity = None;
+    match (&set, &args.data) {
+        (Some(set), Some(data)) if set.has(FeatureKind::P) => {
+            match report_fidelity(args, data, &checkpoint, directions.as_ref(), &files) {
+                Ok((f, grid)) => {
+                    if grid {
+                        figures.push(Figure {
+                            caption: "Autoencoder fidelity: held-out inputs, their reconstructions, and decode(f_T of each column, f_P of the first)".into(),
+                            path: format!("{rel_dir}/fidelity.png"),
+                        });
+                    }
+                    fidelity = Some(f);
+                }
+                Err(e) => omitted.push(format!("autoencoder fidelity: {e:#}")),
+            }
+        }
+        (Some(_), Some(_)) => {
+            omitted.push("autoencoder fidelity: the model has no f_P (baseline)".into())
+        }
+        (Some(_), None) => omitted.push("autoencoder fidelity: give --data".into()),
+        _ => {}
+    }
+
     let step = set.as_ref().map(|s| s.meta.step);
     let json = ReportJson {
         run: args.run.display().to_string(),
@@ -573,6 +612,7 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
         adversary,
         analysis,
         edits,
+        fidelity,
         figures,
         omitted,
         paper_table1: PAPER_TABLE1.to_vec(),
@@ -583,6 +623,72 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
     std::fs::write(&json_path, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
     Ok(json)
+}
+
+/// The split fidelity is scored on, as the attribute SVMs pick theirs: `test`, else `val`, else
+/// every fourth image of `train` (the rows the SVMs were scored on, never trained on).
+pub fn fidelity_split(splits: &[String]) -> Option<(String, Option<usize>)> {
+    let has = |s: &str| splits.iter().any(|x| x == s);
+    if has("test") {
+        Some(("test".into(), None))
+    } else if has("val") {
+        Some(("val".into(), None))
+    } else if has("train") {
+        Some(("train".into(), Some(4)))
+    } else {
+        None
+    }
+}
+
+/// Fidelity of the report's checkpoint on `data`'s held-out split with the report's f_P SVMs;
+/// writes `fidelity.png` into `files` (true when it did).
+fn report_fidelity(
+    args: &ReportArgs,
+    data: &str,
+    checkpoint: &str,
+    directions: Option<&Directions>,
+    files: &Path,
+) -> Result<(FidelityOutput, bool)> {
+    let index = extract::read_index(data, args.endpoint.clone())?;
+    let splits: Vec<String> = index.splits.keys().cloned().collect();
+    let (split, hold_out_every) = fidelity_split(&splits).with_context(|| {
+        format!(
+            "{data} has no test, val or train split (it has: {})",
+            splits.join(", ")
+        )
+    })?;
+    let device = model_io::parse_device(&args.device)?;
+    let loaded = model_io::load(checkpoint, args.endpoint.clone(), device)?;
+    let cfg = FidelityConfig {
+        data: data.to_owned(),
+        split,
+        hold_out_every,
+        mean_split: "train".into(),
+        attributes: args.fidelity_attributes.clone(),
+        swap_pairs: 1000,
+        max_sigma: 3.0,
+        seed: 0,
+        max_images: args.fidelity_max_images,
+        batch_size: 64,
+        endpoint: args.endpoint.clone(),
+        progress: true,
+    };
+    let run = fidelity::fidelity_with(
+        &ModelOn {
+            model: &loaded.model,
+            device,
+        },
+        &cfg,
+        directions,
+    )?;
+    let grid = match &run.grid {
+        Some(g) => {
+            g.save(&files.join("fidelity.png"))?;
+            true
+        }
+        None => false,
+    };
+    Ok((run.output, grid))
 }
 
 fn cfg_str(v: &serde_json::Value, ptr: &str) -> Option<String> {
@@ -740,6 +846,9 @@ pub fn markdown(r: &ReportJson, rel_dir: &str) -> String {
         );
         let _ = writeln!(md, "{}", analyze::table(a).to_markdown());
     }
+    if let Some(f) = &r.fidelity {
+        let _ = writeln!(md, "{}", fidelity::markdown(f));
+    }
     let _ = writeln!(md, "## Figures\n");
     for f in &r.figures {
         let _ = writeln!(md, "**{}**\n\n![{}]({})\n", f.caption, f.caption, f.path);
@@ -771,4 +880,27 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         println!("  not included: {o}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fidelity_scores_the_split_the_attribute_svms_scored() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            fidelity_split(&names(&["test", "train", "val"])),
+            Some(("test".into(), None))
+        );
+        assert_eq!(
+            fidelity_split(&names(&["train", "val"])),
+            Some(("val".into(), None))
+        );
+        assert_eq!(
+            fidelity_split(&names(&["train"])),
+            Some(("train".into(), Some(4)))
+        );
+        assert_eq!(fidelity_split(&names(&["other"])), None);
+    }
 }
