@@ -90,6 +90,13 @@ pub struct TrainConfig {
     /// The dispelling branch's reduction when it differs from `branch_pool`; `None` keeps the
     /// preset's (the same as B_T's).
     pub dispel_pool: Option<BranchPool>,
+    /// Whether the decoder also maps the features linearly to the image; `None` keeps the
+    /// preset's (off).
+    #[serde(default)]
+    pub linear_image: Option<bool>,
+    /// B_P's linear read of the input pooled to K×K; `None` keeps the preset's (none).
+    #[serde(default)]
+    pub dispel_linear_input: Option<i64>,
 }
 
 fn one() -> f64 {
@@ -141,6 +148,8 @@ impl TrainConfig {
             recon_face_weight: None,
             branch_pool: None,
             dispel_pool: None,
+            linear_image: None,
+            dispel_linear_input: None,
         }
     }
 
@@ -302,6 +311,16 @@ pub struct ConfigOverrides {
     /// (a smile at the mouth) [default: the same as --branch-pool].
     #[arg(long, value_enum)]
     pub dispel_pool: Option<BranchPool>,
+    /// The decoder also maps the features linearly to a full-size image that its conv stages
+    /// refine (`true`), instead of the paper's conv stages alone: on short runs the conv stages
+    /// alone draw a blurred mean face (docs/MODEL.md) [default: the preset's, false].
+    #[arg(long)]
+    pub linear_image: Option<bool>,
+    /// The dispelling branch B_P also maps the input image, average-pooled to K×K, linearly into
+    /// f_P; 0 turns it off. With --linear-image the dispelling path is a linear autoencoder from
+    /// the first step that the convs refine (docs/MODEL.md) [default: the preset's, off].
+    #[arg(long)]
+    pub dispel_linear_input: Option<i64>,
     /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -360,6 +379,8 @@ impl ConfigOverrides {
             recon_face_weight,
             branch_pool,
             dispel_pool,
+            linear_image,
+            dispel_linear_input,
             endpoint
         );
     }

@@ -110,6 +110,12 @@ pub fn model_config(cfg: &TrainConfig) -> Result<ModelConfig> {
         // Only a reduction that differs from B_T's is recorded: the same model, one config.
         m.branch.dispel_pool = (v != m.branch.pool).then_some(v);
     }
+    if let Some(v) = cfg.linear_image {
+        m.decoder.linear_image = v;
+    }
+    if let Some(k) = cfg.dispel_linear_input {
+        m.branch.dispel_linear_input = (k > 0).then_some(k);
+    }
     m.validate()?;
     Ok(m)
 }

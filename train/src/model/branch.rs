@@ -11,11 +11,14 @@ use tch::{nn, Tensor};
 use super::config::{BranchConfig, BranchPool};
 use super::layers::{cost_seq, forward_seq, ConvBn, ConvSpec, Hw};
 
-/// One branch. Variables: `convs.{0,1,2}`, `fc.{weight,bias}`.
+/// One branch. Variables: `convs.{0,1,2}`, `fc.{weight,bias}`, and `linear_input.{weight,bias}`
+/// for a branch that also reads the pooled image ([`Branch::with_linear_input`]).
 #[derive(Debug)]
 pub struct Branch {
     convs: Vec<ConvBn>,
     fc: nn::Linear,
+    /// The side K of the pooled image and its linear map into the features.
+    linear_input: Option<(i64, nn::Linear)>,
     pool: BranchPool,
     channels: i64,
     feature_dim: i64,
@@ -45,26 +48,54 @@ impl Branch {
         Self {
             convs,
             fc,
+            linear_input: None,
             pool,
             channels: c,
             feature_dim: cfg.feature_dim,
         }
     }
 
-    /// Encoder map `[B, C, h, w]` → features `[B, feature_dim]`.
-    pub fn forward_t(&self, map: &Tensor, train: bool) -> Tensor {
+    /// Also add a linear map of the input image, average-pooled to `k`×`k`, to the features
+    /// ([`BranchConfig::dispel_linear_input`](super::config::BranchConfig::dispel_linear_input)).
+    pub fn with_linear_input(mut self, p: &nn::Path, k: i64) -> Self {
+        let fc = nn::linear(
+            p / "linear_input",
+            3 * k * k,
+            self.feature_dim,
+            Default::default(),
+        );
+        self.linear_input = Some((k, fc));
+        self
+    }
+
+    /// Encoder map `[B, C, h, w]` (and the normalised input `images`, read only by a branch with
+    /// a linear input) → features `[B, feature_dim]`.
+    pub fn forward_t(&self, map: &Tensor, images: &Tensor, train: bool) -> Tensor {
         let ys = forward_seq(&self.convs, map, train);
         let pooled = match self.pool {
             BranchPool::Average => ys.mean_dim([2i64, 3].as_slice(), false, None),
             BranchPool::Flatten => ys.flatten(1, -1),
         };
-        pooled.apply(&self.fc)
+        let f = pooled.apply(&self.fc);
+        match &self.linear_input {
+            Some((k, fc)) => {
+                f + images
+                    .adaptive_avg_pool2d([*k, *k])
+                    .flatten(1, -1)
+                    .apply(fc)
+            }
+            None => f,
+        }
     }
 
     /// MACs per image for an encoder map of size `hw`.
     pub fn cost(&self, hw: Hw) -> u64 {
         let fc_in = fc_inputs(self.pool, self.channels, hw);
-        cost_seq(&self.convs, hw).0 + (fc_in * self.feature_dim) as u64
+        let linear = self
+            .linear_input
+            .as_ref()
+            .map_or(0, |(k, _)| 3 * k * k * self.feature_dim);
+        cost_seq(&self.convs, hw).0 + ((fc_in * self.feature_dim) + linear) as u64
     }
 }
 
@@ -94,6 +125,7 @@ mod tests {
                 feature_dim: 6,
                 pool,
                 dispel_pool: None,
+                dispel_linear_input: None,
             };
             let b = Branch::new(&vs.root(), 4, (3, 3), &cfg, pool);
             let fc_in = vs.variables()["fc.weight"].size()[1];
@@ -104,11 +136,11 @@ mod tests {
                 (fc_in * 6) as u64
             );
             // Eval mode: batch norm uses its running statistics, so rows are independent.
-            let a = b.forward_t(&map, false);
+            let a = b.forward_t(&map, &map, false);
             assert_eq!(a.size(), [2, 6]);
             if flatten {
                 // The FC sees positions: moving them moves the features.
-                let diff = (&a - &b.forward_t(&moved, false))
+                let diff = (&a - &b.forward_t(&moved, &moved, false))
                     .abs()
                     .max()
                     .double_value(&[]);

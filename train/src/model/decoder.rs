@@ -1,5 +1,8 @@
 //! The decoder D (sections 3.3, 4.2): concat(f_T, f_P) → FC → square map → 3×3 conv stages with
-//! a bilinear upsampling before each stage but the first → 3×3 conv to RGB → `tanh`.
+//! a bilinear upsampling before each stage but the first → 3×3 conv to RGB → `tanh`. With
+//! [`DecoderConfig::linear_image`](super::config::DecoderConfig::linear_image), a second FC maps
+//! the features straight to a full-size image that is added to the RGB conv's output before
+//! `tanh`: a linear decoder that the conv stages refine.
 //!
 //! The paper does not say how its 20 convs and 6 upsamplings reach 235 px. We start from the
 //! input size halved six times with rounding up (4×4) and let each upsampling go to the next size
@@ -13,10 +16,12 @@ use tch::{nn, Tensor};
 use super::config::ModelConfig;
 use super::layers::{ConvBn, ConvSpec, Hw};
 
-/// The decoder. Variables: `fc.{weight,bias}`, `fc_bn.*`, `stages.{s}.{c}.*`, `to_rgb.conv.*`.
+/// The decoder. Variables: `fc.{weight,bias}`, `fc_bn.*`, `stages.{s}.{c}.*`, `to_rgb.conv.*`,
+/// and `linear_image.{weight,bias}` when configured.
 #[derive(Debug)]
 pub struct Decoder {
     fc: nn::Linear,
+    linear_image: Option<nn::Linear>,
     fc_bn: nn::BatchNorm,
     stages: Vec<Vec<ConvBn>>,
     to_rgb: ConvBn,
@@ -53,8 +58,20 @@ impl Decoder {
             })
             .collect();
         let to_rgb = ConvBn::plain(&(p / "to_rgb"), ConvSpec::square(c_in, 3, 3, 1));
+        let s = cfg.image_size;
+        let linear_image = cfg.decoder.linear_image.then(|| {
+            // Zero-initialised: the model starts as the paper's decoder and the linear path
+            // grows from the reconstruction gradient alone.
+            let zeros = nn::LinearConfig {
+                ws_init: nn::Init::Const(0.0),
+                bs_init: Some(nn::Init::Const(0.0)),
+                bias: true,
+            };
+            nn::linear(p / "linear_image", in_dim, 3 * s * s, zeros)
+        });
         Self {
             fc,
+            linear_image,
             fc_bn,
             stages,
             to_rgb,
@@ -80,7 +97,11 @@ impl Decoder {
                 ys = conv.forward_t(&ys, train);
             }
         }
-        self.to_rgb.forward_t(&ys, train).tanh()
+        let rgb = self.to_rgb.forward_t(&ys, train);
+        match &self.linear_image {
+            Some(fc) => (features.apply(fc).view_as(&rgb) + rgb).tanh(),
+            None => rgb.tanh(),
+        }
     }
 
     /// MACs per image (one decode).
@@ -92,6 +113,10 @@ impl Decoder {
             hw = (self.sizes[s], self.sizes[s]);
             macs += stage.iter().map(|c| c.cost(hw).0).sum::<u64>();
         }
-        macs + self.to_rgb.cost(hw).0
+        let linear = self
+            .linear_image
+            .as_ref()
+            .map_or(0, |fc| fc.ws.size().iter().product::<i64>() as u64);
+        macs + self.to_rgb.cost(hw).0 + linear
     }
 }

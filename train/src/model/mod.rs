@@ -254,13 +254,14 @@ impl D2ae {
         let w_t = Classifier::new(&part(ParamGroup::ClassifierT), dim, num_identities);
         let stat_t = StatAug::new(&(p / "stat_t"), dim, cfg.stat_aug.momentum);
         let dispel = cfg.has_dispelling().then(|| Dispelling {
-            branch_p: Branch::new(
-                &part(ParamGroup::BranchP),
-                c,
-                map,
-                &cfg.branch,
-                cfg.branch.dispel_pool(),
-            ),
+            branch_p: {
+                let path = part(ParamGroup::BranchP);
+                let b = Branch::new(&path, c, map, &cfg.branch, cfg.branch.dispel_pool());
+                match cfg.branch.dispel_linear_input {
+                    Some(k) => b.with_linear_input(&path, k),
+                    None => b,
+                }
+            },
             w_p: Classifier::new(&part(ParamGroup::ClassifierP), dim, num_identities),
             stat_p: StatAug::new(&(p / "stat_p"), dim, cfg.stat_aug.momentum),
             decoder: Decoder::new(&part(ParamGroup::Decoder), cfg, 2 * dim),
@@ -297,7 +298,7 @@ impl D2ae {
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<ForwardOutput, ModelError> {
         self.check_images(images)?;
         let map = self.encoder.forward_t(images, train);
-        let f_t = self.branch_t.forward_t(&map, train);
+        let f_t = self.branch_t.forward_t(&map, images, train);
         let f_t_aug = self.augment(&self.stat_t, &f_t, train);
         let noise = self.cfg.stat_aug.classifier_noise;
         let f_t_cls = match noise {
@@ -319,7 +320,7 @@ impl D2ae {
         let Some(d) = &self.dispel else {
             return Ok(out);
         };
-        let f_p = d.branch_p.forward_t(&map, train);
+        let f_p = d.branch_p.forward_t(&map, images, train);
         let f_p_aug = self.augment(&d.stat_p, &f_p, train);
         let f_p_cls = match noise {
             ClassifierNoise::All => f_p_aug.as_ref().unwrap_or(&f_p),
@@ -329,8 +330,14 @@ impl D2ae {
         // in B_P and E", so the adversary sees f_P detached.
         out.logits_p = Some(d.w_p.forward(&f_p_cls.detach()));
         // Eq. 3: L_H reaches B_P and E "with the identity classifier fixed": W_P's weights are
-        // detached in this product (`forward_fixed`), so fooling it cannot change it.
-        out.logits_p_fixed = Some(d.w_p.forward_fixed(f_p_cls));
+        // detached in this product (`forward_fixed`), so fooling it cannot change it. Without
+        // L_T^adv (the `no-adv` ablation, section 5.2) nothing else trains W_P, and the paper
+        // lets L_H update the classifier too: then the live product.
+        out.logits_p_fixed = Some(if self.cfg.use_adv {
+            d.w_p.forward_fixed(f_p_cls)
+        } else {
+            d.w_p.forward(f_p_cls)
+        });
         out.recon = Some(
             d.decoder
                 .forward_t(&Tensor::cat(&[&out.f_t, &f_p], 1), train),
@@ -410,11 +417,11 @@ impl D2ae {
     pub fn encode(&self, images: &Tensor) -> Result<(Tensor, Option<Tensor>), ModelError> {
         self.check_images(images)?;
         let map = self.encoder.forward_t(images, false);
-        let f_t = self.branch_t.forward_t(&map, false);
+        let f_t = self.branch_t.forward_t(&map, images, false);
         let f_p = self
             .dispel
             .as_ref()
-            .map(|d| d.branch_p.forward_t(&map, false));
+            .map(|d| d.branch_p.forward_t(&map, images, false));
         Ok((f_t, f_p))
     }
 
