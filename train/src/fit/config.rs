@@ -97,6 +97,9 @@ pub struct TrainConfig {
     /// B_P's linear read of the input pooled to K×K; `None` keeps the preset's (none).
     #[serde(default)]
     pub dispel_linear_input: Option<i64>,
+    /// Scale of the statistical-augmentation noise; `None` keeps the preset's (1, eq. 5).
+    #[serde(default)]
+    pub stat_aug_noise: Option<f64>,
 }
 
 fn one() -> f64 {
@@ -150,6 +153,7 @@ impl TrainConfig {
             dispel_pool: None,
             linear_image: None,
             dispel_linear_input: None,
+            stat_aug_noise: None,
         }
     }
 
@@ -321,6 +325,11 @@ pub struct ConfigOverrides {
     /// the first step that the convs refine (docs/MODEL.md) [default: the preset's, off].
     #[arg(long)]
     pub dispel_linear_input: Option<i64>,
+    /// Scale s of the statistical-augmentation noise, f̃ = f + s·ε·σ: the paper's 1 makes the
+    /// decoder, trained on f and f̃ alike, shrink every reconstruction towards the mean face
+    /// (docs/MODEL.md) [default: the preset's, 1].
+    #[arg(long)]
+    pub stat_aug_noise: Option<f64>,
     /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -381,6 +390,7 @@ impl ConfigOverrides {
             dispel_pool,
             linear_image,
             dispel_linear_input,
+            stat_aug_noise,
             endpoint
         );
     }

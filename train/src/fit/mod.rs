@@ -113,6 +113,9 @@ pub fn model_config(cfg: &TrainConfig) -> Result<ModelConfig> {
     if let Some(v) = cfg.linear_image {
         m.decoder.linear_image = v;
     }
+    if let Some(s) = cfg.stat_aug_noise {
+        m.stat_aug.noise_scale = s;
+    }
     if let Some(k) = cfg.dispel_linear_input {
         m.branch.dispel_linear_input = (k > 0).then_some(k);
     }

@@ -252,7 +252,12 @@ impl D2ae {
             cfg.branch.identity_pool(),
         );
         let w_t = Classifier::new(&part(ParamGroup::ClassifierT), dim, num_identities);
-        let stat_t = StatAug::new(&(p / "stat_t"), dim, cfg.stat_aug.momentum);
+        let stat_t = StatAug::new(
+            &(p / "stat_t"),
+            dim,
+            cfg.stat_aug.momentum,
+            cfg.stat_aug.noise_scale,
+        );
         let dispel = cfg.has_dispelling().then(|| Dispelling {
             branch_p: {
                 let path = part(ParamGroup::BranchP);
@@ -263,7 +268,12 @@ impl D2ae {
                 }
             },
             w_p: Classifier::new(&part(ParamGroup::ClassifierP), dim, num_identities),
-            stat_p: StatAug::new(&(p / "stat_p"), dim, cfg.stat_aug.momentum),
+            stat_p: StatAug::new(
+                &(p / "stat_p"),
+                dim,
+                cfg.stat_aug.momentum,
+                cfg.stat_aug.noise_scale,
+            ),
             decoder: Decoder::new(&part(ParamGroup::Decoder), cfg, 2 * dim),
             recon_weights: (cfg.recon_face_weight > 0.0).then(|| {
                 losses::face_weight_map(cfg.image_size, cfg.recon_face_weight, p.device())

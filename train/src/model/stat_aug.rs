@@ -14,20 +14,23 @@ use tch::{nn, Tensor};
 pub struct StatAug {
     running_std: Tensor,
     momentum: f64,
+    noise_scale: f64,
 }
 
 impl StatAug {
-    /// For `dim`-d features; `momentum` as in batch norm.
-    pub fn new(p: &nn::Path, dim: i64, momentum: f64) -> Self {
+    /// For `dim`-d features; `momentum` as in batch norm; noise of `noise_scale`·σ (1 in eq. 5).
+    pub fn new(p: &nn::Path, dim: i64, momentum: f64, noise_scale: f64) -> Self {
         Self {
             running_std: p.ones_no_train("running_std", &[dim]),
             momentum,
+            noise_scale,
         }
     }
 
-    /// Training: f̃ = f + ε·σ for `f` `[B, dim]`, with σ from [`StatAug::track`].
+    /// Training: f̃ = f + s·ε·σ for `f` `[B, dim]`, with σ from [`StatAug::track`] and s the
+    /// noise scale.
     pub fn augment(&self, f: &Tensor) -> Tensor {
-        f + f.randn_like() * self.track(f).unsqueeze(0)
+        f + f.randn_like() * (self.track(f) * self.noise_scale).unsqueeze(0)
     }
 
     /// Training: this batch's per-channel σ `[dim]`, folded into the running estimate. A batch
@@ -60,7 +63,7 @@ mod tests {
     fn noise_scale_is_the_batch_std_and_running_std_follows_with_momentum() {
         tch::manual_seed(7);
         let vs = nn::VarStore::new(Device::Cpu);
-        let aug = StatAug::new(&vs.root(), 3, 0.5);
+        let aug = StatAug::new(&vs.root(), 3, 0.5, 1.0);
         // Channels with std 0, 2 and 10 over the batch.
         let base = Tensor::from_slice(&[0.0f32, 2.0, 10.0]);
         let signs = Tensor::from_slice(&[1.0f32, -1.0])
