@@ -104,6 +104,8 @@ fn a_short_run_reconstructs_held_out_faces_far_better_than_the_mean_image() {
         model.decode(&f_t, &f_p.unwrap()).unwrap()
     });
     let got = psnr(&recon, &test);
+    // Measured: 19.2 dB against a floor of 11.7 dB; the paper's decoder alone (`autoencoder(false)`)
+    // reaches 14.9 dB in the same steps and fails this margin.
     assert!(
         got > floor + 5.0,
         "held-out PSNR {got:.2} dB vs the mean image's {floor:.2} dB"
