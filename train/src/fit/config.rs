@@ -48,6 +48,9 @@ pub struct TrainConfig {
     /// The decoder's learning rate as a multiple of `lr` (1 in the paper).
     #[serde(default = "one")]
     pub decoder_lr_mult: f64,
+    /// The adversary W_P's learning rate as a multiple of `lr` (1 in the paper).
+    #[serde(default = "one")]
+    pub adversary_lr_mult: f64,
     /// Seed of model initialisation, data order, augmentation and statistical augmentation.
     pub seed: u64,
     /// `cpu`, `cuda` or `cuda:K`.
@@ -127,6 +130,7 @@ impl TrainConfig {
             weight_decay: 5e-4,
             optimizer: OptimizerKind::Sgd,
             decoder_lr_mult: 1.0,
+            adversary_lr_mult: 1.0,
             seed: 0,
             device: "cpu".into(),
             checkpoint_every: 1000,
@@ -236,6 +240,11 @@ pub struct ConfigOverrides {
     /// short runs a faster decoder reconstructs more than colour blobs (docs/TRAINING.md).
     #[arg(long)]
     pub decoder_lr_mult: Option<f64>,
+    /// The adversary W_P's learning rate as a multiple of --lr [default: 1, the paper's]. With
+    /// Adam, L_T^adv's weight does not set the adversary's speed (Adam normalises it away); a
+    /// lagging adversary lets L_H fool it while a fresh classifier still reads identity off f_P.
+    #[arg(long)]
+    pub adversary_lr_mult: Option<f64>,
     /// The update rule: sgd (momentum, as the paper's schedule implies) or adam (per-parameter
     /// step sizes: the decoder and the adversary learn at full speed whatever λ_X and λ_adv;
     /// use a learning rate near 1e-3) [default: sgd].
@@ -359,6 +368,7 @@ impl ConfigOverrides {
             momentum,
             weight_decay,
             decoder_lr_mult,
+            adversary_lr_mult,
             optimizer,
             seed,
             device,

@@ -357,13 +357,18 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
             weight_decay: cfg.weight_decay,
         },
     );
-    if cfg.decoder_lr_mult != 1.0 {
-        let decoder = model
-            .param_groups(&vs)
-            .into_iter()
-            .filter(|(group, _)| *group == ParamGroup::Decoder)
-            .flat_map(|(_, params)| params.into_iter().map(|(name, _)| name));
-        opt.scale_lr(decoder, cfg.decoder_lr_mult);
+    for (part, mult) in [
+        (ParamGroup::Decoder, cfg.decoder_lr_mult),
+        (ParamGroup::ClassifierP, cfg.adversary_lr_mult),
+    ] {
+        if mult != 1.0 {
+            let names = model
+                .param_groups(&vs)
+                .into_iter()
+                .filter(|(group, _)| *group == part)
+                .flat_map(|(_, params)| params.into_iter().map(|(name, _)| name));
+            opt.scale_lr(names, mult);
+        }
     }
     let mut step = 0u64;
     let resumed_from = resumed.as_ref().map(|c| c.meta.step);
