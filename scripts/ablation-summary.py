@@ -19,7 +19,13 @@ METRICS = [
     ("probe_t", "fresh probe on f_T", lambda s: s["features"]["t"].get("identity_probe_accuracy")),
     ("indep_p", "image attr. f_P", lambda s: s["features"]["p"].get("mean_identity_independent_accuracy")),
     ("indep_t", "image attr. f_T", lambda s: s["features"]["t"].get("mean_identity_independent_accuracy")),
+    ("psnr", "recon. PSNR (dB)", lambda s: (s.get("reconstruction") or {}).get("psnr_db")),
+    ("swap_t", "swap: identity from f_T", lambda s: (s.get("swap") or {}).get("identity_from_t")),
+    ("edit_flip", "edit flip rate", lambda s: (s.get("edit") or {}).get("flip_rate")),
 ]
+
+# Metrics printed as they are (dB), not as percentages.
+RAW = {"psnr"}
 
 
 def stats(xs):
@@ -64,12 +70,13 @@ def main():
         cells = []
         for key, _, _ in METRICS:
             st = t["metrics"][key]
-            cells.append("—" if st is None else f"{100 * st['mean']:.1f} ± {100 * st['std']:.1f}")
+            k = 1 if key in RAW else 100
+            cells.append("—" if st is None else f"{k * st['mean']:.1f} ± {k * st['std']:.1f}")
         n = max((st["n"] for st in t["metrics"].values() if st), default=0)
         print(f"| {abl} | {n} | " + " | ".join(cells) + " |")
     chance = next((t["chance_probe"] for t in table.values() if t["chance_probe"]), None)
     if chance:
-        print(f"\n(mean ± sample std over seeds, in %; identity probe chance {100 * chance:.1f}%, verification chance 50%)")
+        print(f"\n(mean ± sample std over seeds, in % but PSNR in dB; identity probe chance {100 * chance:.1f}%, verification chance 50%)")
     return 0
 
 
