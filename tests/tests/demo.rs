@@ -12,7 +12,7 @@ use serde_json::Value;
 /// verification folds has 10 people; 700 steps of 32 with Adam at lr 0.001, divided by 10 after 12
 /// epochs; the adversary and L_H on the clean f_P; B_P's FC on its whole map; the linear paths of
 /// docs/MODEL.md; no weight decay, no random shift, statistical augmentation's noise at 0.25 σ,
-/// λ_X at 4/4096), spelled out so the thresholds below stay tied to the run they were calibrated
+/// λ_X at 8/4096, the adversary's learning rate ×10), spelled out so the thresholds below stay tied to the run they were calibrated
 /// on.
 const SCALE: &[&str] = &[
     "--identities",
@@ -48,7 +48,9 @@ const SCALE: &[&str] = &[
     "--stat-aug-noise",
     "0.25",
     "--lambda-x",
-    "0.0009765625",
+    "0.001953125",
+    "--adversary-lr-mult",
+    "10",
     "--seed",
     "0",
     // One libtorch thread: the run is then bit-identical to the calibration run below (with 2
@@ -60,8 +62,8 @@ const SCALE: &[&str] = &[
 /// `--steps` of [`SCALE`].
 const STEPS: u64 = 700;
 /// Thresholds of the calibration run (below), with margin.
-const PSNR_MIN: f64 = 23.0;
-const SWAP_IDENTITY_MIN: f64 = 0.5;
+const PSNR_MIN: f64 = 23.5;
+const SWAP_IDENTITY_MIN: f64 = 0.85;
 
 fn demo(out: &Path) -> String {
     let bin_dir = bin("d2ae-train").parent().unwrap().to_owned();
@@ -132,17 +134,28 @@ fn demo_separates_identity_from_the_rest_and_reruns_for_free() {
         ]
     );
 
-    // CALIBRATION
+    // Calibrated on the run of these settings (seed 0, `--threads 1`, 2026-12-07, session 5;
+    // docs/BENCHMARKS.md "Autoencoder"): reconstruction 24.02 dB (mean image 14.15); swap identity
+    // from f_T 0.918, f_P attributes kept 0.950; edit flip rate 0.791 (0.067 without an edit);
+    // verification f_T 0.973 (folds 0.94–0.99) vs f_P 0.672; identity-independent attributes f_P
+    // 0.942 vs f_T 0.546; hat 0.995 / 0.571, open mouth 0.940 / 0.555, smiling 0.836 / 0.499;
+    // background and lighting R² from f_P 0.82–0.89, from f_T ≤ 0.
     // The autoencoder: reconstructions far above the mean image, swaps that keep f_P's
     // attributes, edits that flip the attribute they move along (and not the round trip alone).
     let psnr = number(&s, &["reconstruction", "psnr_db"]);
     let floor = number(&s, &["reconstruction", "psnr_db_mean_image"]);
     assert!(psnr > PSNR_MIN, "reconstruction PSNR {psnr} dB");
-    assert!(psnr > floor + 8.0, "PSNR {psnr} vs the mean image's {floor}");
+    assert!(
+        psnr > floor + 8.0,
+        "PSNR {psnr} vs the mean image's {floor}"
+    );
     let kept = number(&s, &["swap", "attributes_from_p"]);
     assert!(kept > 0.85, "swap: f_P attributes kept {kept}");
     let from_t = number(&s, &["swap", "identity_from_t"]);
-    assert!(from_t > SWAP_IDENTITY_MIN, "swap: identity from f_T {from_t}");
+    assert!(
+        from_t > SWAP_IDENTITY_MIN,
+        "swap: identity from f_T {from_t}"
+    );
     let flips = number(&s, &["edit", "flip_rate"]);
     let control = number(&s, &["edit", "control_flip_rate"]);
     assert!(
@@ -187,7 +200,13 @@ fn demo_separates_identity_from_the_rest_and_reruns_for_free() {
         let p = number(&s, &["features", "p", "attributes", attr]);
         assert!(p > t + margin, "{attr}: f_P {p} vs f_T {t}");
     }
-    for factor in ["background_r", "background_g", "background_b", "light_x", "light_y"] {
+    for factor in [
+        "background_r",
+        "background_g",
+        "background_b",
+        "light_x",
+        "light_y",
+    ] {
         let t = number(&s, &["factor_r2", factor, "t"]);
         let p = number(&s, &["factor_r2", factor, "p"]);
         assert!(p > 0.75 && t < 0.1, "{factor} R²: f_P {p}, f_T {t}");
