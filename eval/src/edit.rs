@@ -30,6 +30,10 @@ use crate::features::FeatureKind;
 use crate::grid::{planar_to_image, Cell, Grid};
 use crate::model_io::{self, decode_u8, encode_u8, images_tensor};
 
+/// The largest edit unless told otherwise, in learned σ of f_P: `edit`, `report`'s grid and
+/// `fidelity`'s flip rate all use it, so the figure shows the edits the flip rate counts.
+pub const DEFAULT_MAX_SIGMA: f64 = 3.0;
+
 /// Which figure to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,7 +77,7 @@ pub struct EditArgs {
     #[arg(long, default_value_t = 7)]
     pub steps: usize,
     /// Largest edit, as the Mahalanobis length ‖Δ/σ‖ under the learned σ of f_P.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = DEFAULT_MAX_SIGMA)]
     pub max_sigma: f64,
     /// Side of a grid cell in pixels (default: the model's image size, at least 96).
     #[arg(long)]

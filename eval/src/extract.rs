@@ -12,7 +12,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use d2ae_loader::{BlockingLoader, LoaderConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::features::{FeatureMeta, FeatureSet, FORMAT};
@@ -140,18 +139,7 @@ pub fn extract_with(
         .iter()
         .map(|e| (i64::from(e.index), e.name.as_str()))
         .collect();
-    let bar = if progress {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>10} [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    let bar = crate::progress::bar(total, "", "images", progress);
     let start = Instant::now();
     let mut f_t = Vec::new();
     let mut f_p: Option<Vec<f32>> = None;

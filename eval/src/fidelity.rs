@@ -36,18 +36,24 @@ use clap::Args;
 use d2ae_loader::{Batch, BlockingLoader, LoaderConfig};
 use d2ae_metrics::table::{percent, Align, Table};
 use d2ae_train::D2ae;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::attributes::{is_kth, Directions, KindDirections};
-use crate::edit::{alpha_max, attribute_edit, short_name};
+use crate::edit::{alpha_max, attribute_edit, short_name, DEFAULT_MAX_SIGMA};
 use crate::features::FeatureKind;
 use crate::grid::{planar_to_image, Cell, Grid};
 use crate::model_io::{self, decode_u8, encode_u8, images_tensor, to_vec_f32};
+use crate::progress;
 
 /// An image's PSNR never counts above this (identical images would be infinite).
 pub const PSNR_CAP_DB: f64 = 100.0;
+
+/// Swap pairs drawn unless told otherwise (`--swap-pairs`, and `report`).
+pub const DEFAULT_SWAP_PAIRS: usize = 1000;
+
+/// Images per forward pass unless told otherwise (`--batch-size`, and `report`).
+pub const DEFAULT_BATCH_SIZE: usize = 64;
 
 /// Images in the report's and `--grid`'s figure.
 pub const GRID_IMAGES: usize = 8;
@@ -76,10 +82,10 @@ pub struct FidelityArgs {
     #[arg(long, value_delimiter = ',')]
     pub attributes: Vec<String>,
     /// Ordered (A, B) pairs of different identities for the swap metrics.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = DEFAULT_SWAP_PAIRS)]
     pub swap_pairs: usize,
     /// Largest edit, as the Mahalanobis length ‖Δ/σ‖ under the learned σ of f_P (as `edit`).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = DEFAULT_MAX_SIGMA)]
     pub max_sigma: f64,
     /// Seed of the swap pairs.
     #[arg(long, default_value_t = 0)]
@@ -88,7 +94,7 @@ pub struct FidelityArgs {
     #[arg(long)]
     pub max_images: Option<usize>,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Also write a PNG: inputs, reconstructions and one swap row.
     #[arg(long)]
@@ -597,23 +603,6 @@ impl Rows {
     }
 }
 
-fn progress_bar(len: u64, what: &str, unit: &str, show: bool) -> ProgressBar {
-    let bar = if show {
-        ProgressBar::new(len)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{msg:>12}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{per_sec}}, ETA {{eta}}"
-        ))
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(what.to_owned());
-    bar
-}
-
 /// Stream `split` in batches through `f` (which gets the batch and the split-wide index of its
 /// first row, and returns false to stop).
 fn for_each_batch(
@@ -692,7 +681,7 @@ pub fn fidelity_with(
             Some(k) if cfg.mean_split == cfg.split => Rows::NotHeld(k),
             _ => Rows::All,
         };
-        let bar = progress_bar(info.num_samples, "mean image", "images", cfg.progress);
+        let bar = progress::bar(info.num_samples, "mean image", "images", cfg.progress);
         for_each_batch(cfg, &cfg.mean_split, size, |batch, first| {
             for i in (0..batch.n).filter(|&i| rows.keeps(first + i)) {
                 mean.add(batch.image(i));
@@ -747,7 +736,7 @@ fn score_split(
     let (model, device) = (m.model, m.device);
     let rows = cfg.hold_out_every.map_or(Rows::All, Rows::Held);
     let limit = cfg.max_images.unwrap_or(usize::MAX);
-    let bar = progress_bar(total, "reconstruct", "images", cfg.progress);
+    let bar = progress::bar(total, "reconstruct", "images", cfg.progress);
     let mut s = Scored::default();
     for_each_batch(cfg, &cfg.split, size, |batch, first| {
         let keep: Vec<usize> = (0..batch.n)
@@ -826,7 +815,7 @@ fn swap_metrics(
     // Per attribute: (right on swaps, right on originals, pairs whose A has a known label).
     let mut counts = vec![(0usize, 0usize, 0usize); names.len()];
     let mut swapped_t: Vec<f32> = Vec::with_capacity(pairs.len() * dim);
-    let bar = progress_bar(pairs.len() as u64, "swap", "pairs", cfg.progress);
+    let bar = progress::bar(pairs.len() as u64, "swap", "pairs", cfg.progress);
     for chunk in pairs.chunks(cfg.batch_size) {
         let a: Vec<usize> = chunk.iter().map(|p| p.0).collect();
         let b: Vec<usize> = chunk.iter().map(|p| p.1).collect();
@@ -918,7 +907,7 @@ fn edit_metrics(
             images: 0,
         });
     };
-    let bar = progress_bar((n * svm.names.len()) as u64, "edit", "edits", cfg.progress);
+    let bar = progress::bar((n * svm.names.len()) as u64, "edit", "edits", cfg.progress);
     let all: Vec<usize> = (0..n).collect();
     for (j, name) in svm.names.iter().enumerate() {
         let w = Tensor::from_slice(&svm.p.directions[j]).to_device(m.device);

@@ -28,6 +28,7 @@ pub mod fidelity;
 pub mod grid;
 pub mod model_io;
 pub mod probe;
+pub mod progress;
 pub mod regress;
 pub mod report;
 pub mod verify;
