@@ -5,8 +5,8 @@
 //! 2. [`plan`] assigns splits, class indices, keys and the (seeded, identity-mixing) write order;
 //! 3. [`make`] turns one photo into a sample: decode ([`image_io`]), detect ([`detect`]), align
 //!    ([`align`]), encode; or a reject with a reason;
-//! 4. [`run`] does 3 on all cores and writes the results in plan order with [`writer`] (tar +
-//!    zstd shards) through [`sink`] (local disk or object store), keeping [`journal`] receipts so a
+//! 4. [`run`] does 3 on all cores and writes the results in plan order as tar + zstd shards
+//!    (`d2ae_shard::ShardWriter`) through [`sink`] (local disk or object store), keeping [`journal`] receipts so a
 //!    killed run resumes; [`index`] writes `index.json` and `rejects.jsonl` last;
 //! 5. [`verify`] re-reads a finished dataset and checks it.
 //!
@@ -29,7 +29,6 @@ pub mod sink;
 pub mod source;
 pub mod synth;
 pub mod verify;
-pub mod writer;
 
 /// `d2ae-ingest <version>`, recorded in `index.json`.
 pub fn tool_version() -> String {

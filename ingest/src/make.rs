@@ -123,7 +123,7 @@ pub struct EncodedSample {
 impl EncodedSample {
     /// The `.cls` member: the class index in ASCII decimal.
     pub fn cls(&self) -> Vec<u8> {
-        self.identity.to_string().into_bytes()
+        d2ae_shard::encode_class(self.identity)
     }
 }
 

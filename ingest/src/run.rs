@@ -16,9 +16,10 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
+use d2ae_shard::container::{CLASS_EXT, META_EXT};
 use d2ae_shard::{
-    index::IndexError, shard_name, DatasetIndex, ImageSpec, Reject, ShardEntry, INDEX_FILE,
-    REJECTS_FILE,
+    index::IndexError, shard_name, DatasetIndex, ImageSpec, Reject, ShardEntry, ShardWriter,
+    INDEX_FILE, REJECTS_FILE,
 };
 use sha2::{Digest, Sha256};
 
@@ -29,7 +30,6 @@ use crate::plan::{self, Plan, PlanError, PlanOptions, EXCLUDED};
 use crate::progress::{Progress, Summary};
 use crate::sink::{Destination, ShardOutput, SinkError, StoreArgs};
 use crate::source::{self, Layout, SourceDataset, SourceError};
-use crate::writer::ShardWriter;
 
 /// Everything an ingest run needs besides the sample maker.
 #[derive(Debug, Clone)]
@@ -496,8 +496,8 @@ impl SegmentWriter<'_> {
                 let cls = sample.cls();
                 let members: [(&str, &[u8]); 3] = [
                     (self.ext, &sample.image),
-                    ("cls", &cls),
-                    ("json", &sample.json),
+                    (CLASS_EXT, &cls),
+                    (META_EXT, &sample.json),
                 ];
                 if let Err(e) = w.append_sample(&sample.key, &members) {
                     let name = name.clone();
@@ -544,13 +544,13 @@ impl SegmentWriter<'_> {
         let shard = match seg.shard {
             None => None,
             Some((w, name)) => {
-                let (out, fin) = w.finish().map_err(self.write_err(&name))?;
+                let (out, written) = w.finish().map_err(self.write_err(&name))?;
                 out.finish()?;
                 Some(ShardEntry {
                     name,
-                    num_samples: fin.num_samples,
-                    bytes: fin.bytes,
-                    sha256: fin.sha256,
+                    num_samples: written.num_samples,
+                    bytes: written.bytes,
+                    sha256: written.sha256,
                 })
             }
         };

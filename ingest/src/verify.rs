@@ -8,13 +8,16 @@
 //! them all; only an unreachable destination or a missing/unreadable index stops it.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use d2ae_shard::index::IndexError;
-use d2ae_shard::{DatasetIndex, SampleMeta, ShardEntry, INDEX_FILE, REJECTS_FILE};
+use d2ae_shard::{
+    parse_class, read_members, split_member_name, Assembler, DatasetIndex, ImageKind, RawSample,
+    SampleMeta, ShardEntry, INDEX_FILE, MAX_MEMBER_BYTES, REJECTS_FILE,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -247,15 +250,6 @@ fn check_rejects(
     Ok(lines)
 }
 
-/// One sample's members as they are read.
-#[derive(Default)]
-struct Members {
-    key: String,
-    image: Option<Vec<u8>>,
-    cls: Option<Vec<u8>>,
-    json: Option<Vec<u8>>,
-}
-
 fn check_shard(
     dest: &Destination,
     index: &DatasetIndex,
@@ -294,72 +288,48 @@ fn check_shard(
             format!("SHA-256 {sha} does not match the index ({})", entry.sha256),
         );
     }
-    let mut tar_bytes = Vec::new();
-    let decoded = zstd::Decoder::new(&bytes[..]).and_then(|mut d| d.read_to_end(&mut tar_bytes));
-    if let Err(e) = decoded {
-        problem(&mut f, None, format!("not valid zstd: {e}"));
-        return f;
-    }
-    let mut archive = tar::Archive::new(&tar_bytes[..]);
-    let entries = match archive.entries() {
-        Ok(e) => e,
-        Err(e) => {
-            problem(&mut f, None, format!("not a valid tar: {e}"));
-            return f;
-        }
-    };
-    let mut current = Members::default();
+    // The same member-name rule and sample assembly as the loader, so the two cannot disagree.
+    let mut assembler = Assembler::default();
     let mut done_keys: HashSet<String> = HashSet::new();
-    for member in entries {
-        let mut member = match member {
-            Ok(m) => m,
+    let read = read_members(&bytes[..], |mut member| {
+        let name = member.name().to_owned();
+        if !member.is_file() {
+            problem(
+                &mut f,
+                None,
+                format!("member {name:?} is not a regular file"),
+            );
+            return ControlFlow::Continue(());
+        }
+        let Some((key, ext)) = split_member_name(&name) else {
+            problem(
+                &mut f,
+                None,
+                format!("member {name:?} is not named <key>.<ext>"),
+            );
+            return ControlFlow::Continue(());
+        };
+        let data = match member.read_body(MAX_MEMBER_BYTES) {
+            Ok(data) => data,
             Err(e) => {
-                problem(&mut f, None, format!("tar read error: {e}"));
-                break;
+                problem(&mut f, Some(key), e.to_string());
+                return ControlFlow::Continue(());
             }
         };
-        let name = member
-            .path()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let Some((key, ext)) = name.split_once('.') else {
-            problem(&mut f, None, format!("member {name:?} has no extension"));
-            continue;
-        };
-        let mut data = Vec::new();
-        if let Err(e) = member.read_to_end(&mut data) {
-            problem(&mut f, Some(key), format!("cannot read member {name}: {e}"));
-            continue;
+        let starts_sample = assembler.current_key() != Some(key);
+        if starts_sample && !done_keys.insert(key.to_owned()) {
+            problem(&mut f, Some(key), "members are not adjacent".into());
         }
-        if key != current.key {
-            if !current.key.is_empty() {
-                let finished = std::mem::take(&mut current);
-                check_sample(&mut f, index, split, entry, finished);
-            }
-            if !done_keys.insert(key.to_owned()) {
-                problem(&mut f, Some(key), "members are not adjacent".into());
-            }
-            current.key = key.to_owned();
+        if let Some(finished) = assembler.push(key, ext, data.into()) {
+            check_sample(&mut f, index, split, entry, finished);
         }
-        let slot = match ext {
-            "cls" => &mut current.cls,
-            "json" => &mut current.json,
-            e if e == index.image.ext => &mut current.image,
-            other => {
-                problem(
-                    &mut f,
-                    Some(key),
-                    format!("unexpected member extension {other:?}"),
-                );
-                continue;
-            }
-        };
-        if slot.replace(data).is_some() {
-            problem(&mut f, Some(key), format!("member .{ext} appears twice"));
-        }
+        ControlFlow::Continue(())
+    });
+    if let Some(last) = assembler.finish() {
+        check_sample(&mut f, index, split, entry, last);
     }
-    if !current.key.is_empty() {
-        check_sample(&mut f, index, split, entry, current);
+    if let Err(e) = read {
+        problem(&mut f, None, format!("shard ends early: {e}"));
     }
     if f.samples != entry.num_samples {
         let message = format!("{} samples, index says {}", f.samples, entry.num_samples);
@@ -373,11 +343,12 @@ fn check_sample(
     index: &DatasetIndex,
     split: &str,
     entry: &ShardEntry,
-    m: Members,
+    m: RawSample,
 ) {
     let mut problems = Vec::new();
     let ext = &index.image.ext;
-    let (Some(image), Some(cls), Some(json)) = (m.image, m.cls, m.json) else {
+    problems.extend(m.irregular.iter().cloned());
+    let (Some((kind, image)), Some(cls), Some(json)) = (&m.image, &m.cls, &m.json) else {
         f.problems.push(Problem {
             shard: Some(entry.name.clone()),
             key: Some(m.key.clone()),
@@ -385,10 +356,11 @@ fn check_sample(
         });
         return;
     };
-    let class: Option<u32> = std::str::from_utf8(&cls)
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    match serde_json::from_slice::<SampleMeta>(&json) {
+    if ImageKind::from_ext(ext) != Some(*kind) {
+        problems.push(format!("image member is {kind:?}, index says .{ext}"));
+    }
+    let class = parse_class(cls);
+    match serde_json::from_slice::<SampleMeta>(json) {
         Err(e) => problems.push(format!("metadata does not parse: {e}")),
         Ok(meta) => {
             if meta.key != m.key {
@@ -401,7 +373,7 @@ fn check_sample(
                 problems.push(format!(
                     "metadata identity {} differs from .cls {:?}",
                     meta.identity,
-                    String::from_utf8_lossy(&cls)
+                    String::from_utf8_lossy(cls)
                 ));
             }
             if meta.split != split {
@@ -423,7 +395,7 @@ fn check_sample(
             }
         }
     }
-    match decode_rgb(&image, &DecodeLimits::default()) {
+    match decode_rgb(image, &DecodeLimits::default()) {
         Ok(img) if (img.width(), img.height()) == (index.image.width, index.image.height) => {}
         Ok(img) => problems.push(format!(
             "image is {}x{}, index says {}x{}",
@@ -445,4 +417,139 @@ fn check_sample(
             key: Some(m.key.clone()),
             message,
         }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use d2ae_shard::{
+        encode_class, member_name, IdentityEntry, ImageSpec, ShardWriter, SplitIndex, FORMAT_NAME,
+        FORMAT_VERSION,
+    };
+
+    /// The three members of a well-formed sample of `key` (identity 0, split `train`).
+    fn sample(key: &str) -> Vec<(String, Vec<u8>)> {
+        let image = image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 60]));
+        let meta = SampleMeta {
+            key: key.into(),
+            identity: 0,
+            identity_name: "ann".into(),
+            source: format!("{key}.jpg"),
+            split: "train".into(),
+            landmarks: vec![],
+            detector_score: None,
+            attributes: BTreeMap::new(),
+            factors: BTreeMap::new(),
+        };
+        vec![
+            (
+                member_name(key, "jpg"),
+                crate::image_io::encode_jpeg(&image, 90).unwrap(),
+            ),
+            (member_name(key, "cls"), encode_class(0)),
+            (member_name(key, "json"), serde_json::to_vec(&meta).unwrap()),
+        ]
+    }
+
+    /// A one-shard dataset of `members` (in that order) whose index claims `claimed` samples.
+    fn dataset(dir: &std::path::Path, members: &[(String, Vec<u8>)], claimed: u64) {
+        let mut w = ShardWriter::new(Vec::new()).unwrap();
+        for (name, data) in members {
+            w.append_member(name, data).unwrap();
+        }
+        let (bytes, written) = w.finish().unwrap();
+        std::fs::write(dir.join("train-000000.tar.zst"), &bytes).unwrap();
+        let index = DatasetIndex {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            tool_version: "test".into(),
+            config: serde_json::json!({}),
+            image: ImageSpec {
+                width: 8,
+                height: 8,
+                ext: "jpg".into(),
+                ipd_ratio: None,
+                aligned: true,
+            },
+            splits: BTreeMap::from([(
+                "train".to_owned(),
+                SplitIndex {
+                    num_samples: claimed,
+                    shards: vec![ShardEntry {
+                        name: "train-000000.tar.zst".into(),
+                        num_samples: claimed,
+                        bytes: written.bytes,
+                        sha256: written.sha256,
+                    }],
+                },
+            )]),
+            identities: vec![IdentityEntry {
+                index: 0,
+                name: "ann".into(),
+                num_images: claimed,
+            }],
+            attributes: vec![],
+            factors: vec![],
+            rejects: BTreeMap::new(),
+        };
+        std::fs::write(dir.join(INDEX_FILE), index.to_json()).unwrap();
+        std::fs::write(dir.join(REJECTS_FILE), b"").unwrap();
+    }
+
+    fn problems(dir: &std::path::Path) -> Vec<String> {
+        let report = verify(dir.to_str().unwrap(), &StoreArgs::default(), 1, false).unwrap();
+        report.problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn keys_with_dotted_directories_follow_the_loaders_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut members = sample("v1.2/ann_0001");
+        members.extend(sample("plain"));
+        dataset(dir.path(), &members, 2);
+        assert_eq!(problems(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn misplaced_unknown_repeated_and_unnamed_members_are_each_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = sample("a");
+        let b = sample("b");
+        let mut members = vec![a[0].clone(), a[1].clone()];
+        members.extend(b.iter().cloned());
+        members.push(a[2].clone()); // a's .json after b: not adjacent
+        members.push(("README".into(), b"no extension".to_vec()));
+        let mut c = sample("c");
+        c.push(("c.txt".into(), b"?".to_vec()));
+        c.push(c[1].clone());
+        members.extend(c);
+        dataset(dir.path(), &members, 3);
+        let found = problems(dir.path());
+        let has = |needle: &str| found.iter().any(|p| p.contains(needle));
+        assert!(has("a: members are not adjacent"), "{found:#?}");
+        assert!(has("a: incomplete sample"), "{found:#?}");
+        assert!(
+            has("member \"README\" is not named <key>.<ext>"),
+            "{found:#?}"
+        );
+        assert!(has("c: unexpected member extension \"txt\""), "{found:#?}");
+        assert!(has("c: member .cls appears twice"), "{found:#?}");
+    }
+
+    #[test]
+    fn a_truncated_shard_is_reported_as_ending_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut members = sample("a");
+        members.extend(sample("b"));
+        dataset(dir.path(), &members, 2);
+        let path = dir.path().join("train-000000.tar.zst");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+        let found = problems(dir.path());
+        assert!(
+            found.iter().any(|p| p.contains("shard ends early")),
+            "{found:#?}"
+        );
+        assert!(found.iter().any(|p| p.contains("SHA-256")), "{found:#?}");
+    }
 }

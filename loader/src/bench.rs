@@ -1,6 +1,7 @@
 //! Measuring the loader: the end-to-end rate, the raw decode ceiling of the same images, CPU time
 //! and peak memory against the documented bound. Used by `d2ae-loader bench` and `cargo bench`.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -14,7 +15,7 @@ use crate::error::LoaderError;
 use crate::loader::Loader;
 use crate::metrics::LoaderMetrics;
 use crate::order::SHARD_QUEUE;
-use crate::sample::{split_member_name, ImageKind};
+use d2ae_shard::{read_members, split_member_name, ImageKind, MAX_MEMBER_BYTES};
 
 /// CPU time of this process (all threads), user + system.
 pub fn cpu_time() -> Duration {
@@ -226,26 +227,30 @@ pub async fn raw_decode(
         while let Some(chunk) = stream.next().await {
             compressed.extend_from_slice(&chunk.map_err(fetch_err)?);
         }
-        let tar = zstd::decode_all(&compressed[..])
-            .map_err(|e| LoaderError::Pipeline(format!("{}: {e}", shard.name)))?;
-        let mut archive = tar::Archive::new(&tar[..]);
-        for entry in archive
-            .entries()
-            .map_err(|e| LoaderError::Pipeline(e.to_string()))?
-        {
-            let mut entry = entry.map_err(|e| LoaderError::Pipeline(e.to_string()))?;
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut data)
-                .map_err(|e| LoaderError::Pipeline(e.to_string()))?;
-            if let Some((key, ext)) = split_member_name(&name) {
-                *sample_sizes.entry(key.to_owned()).or_default() += data.len() as u64;
-                match ext {
-                    "jpg" | "jpeg" => images.push((ImageKind::Jpeg, data)),
-                    "png" => images.push((ImageKind::Png, data)),
-                    _ => {}
+        let mut failure = None;
+        read_members(&compressed[..], |mut member| {
+            let Some((key, ext)) = split_member_name(member.name()) else {
+                return ControlFlow::Continue(());
+            };
+            let key = key.to_owned();
+            let kind = ImageKind::from_ext(ext);
+            match member.read_body(MAX_MEMBER_BYTES) {
+                Ok(data) => {
+                    *sample_sizes.entry(key).or_default() += data.len() as u64;
+                    if let Some(kind) = kind {
+                        images.push((kind, data));
+                    }
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    ControlFlow::Break(())
                 }
             }
+        })
+        .map_err(|e| LoaderError::Pipeline(format!("{}: {e}", shard.name)))?;
+        if let Some(e) = failure {
+            return Err(LoaderError::Pipeline(format!("{}: {e}", shard.name)));
         }
     }
     let (w, h) = match config.image_size {

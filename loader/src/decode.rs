@@ -20,8 +20,8 @@ use crate::batch::{Batch, BatchSpec};
 use crate::config::{Augment, Layout};
 use crate::error::SampleFault;
 use crate::metrics::{Counters, StageGuard};
-use crate::sample::{ImageKind, RawSample};
 use crate::stage::{Done, Job, JobKind, Outcome, Slot};
+use d2ae_shard::{ImageKind, RawSample};
 
 /// What every decode thread needs to know.
 #[derive(Debug, Clone)]
@@ -77,11 +77,9 @@ impl ImageDecoder {
         let cls = raw.cls.as_ref().ok_or(SampleFault::MissingMember(".cls"))?;
         let meta: SampleMeta =
             serde_json::from_slice(json).map_err(|e| SampleFault::BadJson(e.to_string()))?;
-        let cls: i64 = std::str::from_utf8(cls)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+        let cls = d2ae_shard::parse_class(cls)
             .ok_or_else(|| SampleFault::BadClass(format!("{:?}", String::from_utf8_lossy(cls))))?;
-        if cls != i64::from(meta.identity) {
+        if cls != meta.identity {
             return Err(SampleFault::BadClass(format!(
                 ".cls says {cls}, .json says {}",
                 meta.identity
@@ -112,7 +110,7 @@ impl ImageDecoder {
         {
             *f = meta.factors.get(name).copied().unwrap_or(f32::NAN);
         }
-        batch.identities[i] = cls;
+        batch.identities[i] = i64::from(cls);
         batch.keys[i].clone_from(&raw.key);
         batch.sources[i] = meta.source;
         Ok(())

@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::LoaderError;
 use crate::metrics::{Counters, StageGuard};
-use crate::sample::{split_member_name, Assembler, RawSample};
-
-/// Largest member read into memory; anything bigger is not a face crop.
-const MAX_MEMBER_BYTES: u64 = 64 << 20;
+use d2ae_shard::{read_members, split_member_name, Assembler, RawSample, MAX_MEMBER_BYTES};
 
 /// What a shard reader sends to the order stage.
 pub(crate) enum ShardMsg {
@@ -95,55 +93,57 @@ fn parse(
     tx: &async_channel::Sender<ShardMsg>,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
-    let decoder = zstd::stream::read::Decoder::new(reader).map_err(|e| format!("zstd: {e}"))?;
-    let mut archive = tar::Archive::new(decoder);
-    let entries = archive.entries().map_err(|e| format!("tar: {e}"))?;
     let mut assembler = Assembler::default();
     // Samples started so far (counted by key, as the assembler groups them) and the current key.
     let mut started = 0u64;
     let mut key_now = String::new();
-    for entry in entries {
+    // Why the shard stopped early, when the visitor found the reason.
+    let mut failure = None;
+    read_members(reader, |mut member| {
         if cancel.is_cancelled() {
-            return Ok(());
+            return ControlFlow::Break(());
         }
-        let mut entry = entry.map_err(|e| format!("tar header: {e}"))?;
-        if !entry.header().entry_type().is_file() {
-            continue;
+        if !member.is_file() {
+            return ControlFlow::Continue(());
         }
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let size = entry.size();
-        if size > MAX_MEMBER_BYTES {
-            return Err(format!(
-                "member {name:?} is {size} bytes, over the {MAX_MEMBER_BYTES} limit"
-            ));
-        }
-        let Some((key, ext)) = split_member_name(&name) else {
-            tracing::warn!(shard = %source.name, member = %name, "ignoring a member not named <key>.<ext>");
-            continue;
+        let Some((key, ext)) = split_member_name(member.name()) else {
+            tracing::warn!(shard = %source.name, member = %member.name(), "ignoring a member not named <key>.<ext>");
+            return ControlFlow::Continue(());
         };
+        let (key, ext) = (key.to_owned(), ext.to_owned());
         if started == 0 || key != key_now {
             if source.stop_after == Some(started) {
                 // Every sample this rank needs from the shard is through (the last one completed
                 // when this next key began).
-                break;
+                return ControlFlow::Break(());
             }
             started += 1;
-            key_now.clear();
-            key_now.push_str(key);
+            key_now.clone_from(&key);
         }
         if started <= source.skip {
             // Not this rank's sample: the tar reader skips the body without copying it.
-            continue;
+            return ControlFlow::Continue(());
         }
-        let mut data = Vec::with_capacity(size as usize);
-        entry
-            .read_to_end(&mut data)
-            .map_err(|e| format!("member {name:?}: {e}"))?;
-        if let Some(done) = assembler.push(key, ext, Bytes::from(data)) {
+        let data = match member.read_body(MAX_MEMBER_BYTES) {
+            Ok(data) => data,
+            Err(e) => {
+                failure = Some(e.to_string());
+                return ControlFlow::Break(());
+            }
+        };
+        if let Some(done) = assembler.push(&key, &ext, Bytes::from(data)) {
             if tx.send_blocking(ShardMsg::Sample(done)).is_err() {
-                return Ok(());
+                return ControlFlow::Break(());
             }
         }
+        ControlFlow::Continue(())
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if cancel.is_cancelled() {
+        return Ok(());
     }
     if let Some(last) = assembler.finish() {
         let _ = tx.send_blocking(ShardMsg::Sample(last));

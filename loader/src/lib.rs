@@ -27,7 +27,6 @@ pub mod loader;
 pub mod metrics;
 mod order;
 pub mod plan;
-pub mod sample;
 mod stage;
 pub mod state;
 #[cfg(feature = "tch")]

@@ -20,8 +20,8 @@ use crate::error::LoaderError;
 use crate::fetch::{read_shard, ShardMsg, ShardSource};
 use crate::metrics::{Counters, StageGuard};
 use crate::plan::{augment_seed, RankPlan, ShardRead, ShuffleBuffer};
-use crate::sample::RawSample;
 use crate::stage::{Job, JobKind, Slot};
+use d2ae_shard::RawSample;
 
 /// Samples a shard reader may queue ahead of the order stage.
 pub(crate) const SHARD_QUEUE: usize = 32;

@@ -10,7 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::batch::Batch;
 use crate::error::LoaderError;
-use crate::sample::RawSample;
+use d2ae_shard::RawSample;
 
 /// One batch of one epoch, for a decode thread. `seq` numbers jobs in the order the batch stage
 /// must deliver them; the permit bounds how many are between the order and batch stages.

@@ -1,14 +1,15 @@
-//! Writing small datasets in the shard format, for tests and benchmarks (the real writer is
-//! `d2ae-ingest`, which this crate must not depend on). Also what the tests use to break shards
+//! Writing small datasets in the shard format, for tests and benchmarks, with the format's own
+//! container writer (`d2ae_shard::ShardWriter`). Also what the tests use to break shards
 //! on purpose: every member is given explicitly, so a test can drop, corrupt or reorder members.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use d2ae_shard::container::{CLASS_EXT, META_EXT};
 use d2ae_shard::{
-    sha256_hex, shard_name, DatasetIndex, IdentityEntry, ImageSpec, SampleMeta, ShardEntry,
-    SplitIndex, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE,
+    encode_class, member_name, shard_name, DatasetIndex, IdentityEntry, ImageSpec, SampleMeta,
+    ShardEntry, ShardWriter, SplitIndex, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,10 +27,10 @@ impl TestSample {
         let key = meta.key.clone();
         TestSample {
             members: vec![
-                (format!("{key}.{ext}"), image),
-                (format!("{key}.cls"), meta.identity.to_string().into_bytes()),
+                (member_name(&key, ext), image),
+                (member_name(&key, CLASS_EXT), encode_class(meta.identity)),
                 (
-                    format!("{key}.json"),
+                    member_name(&key, META_EXT),
                     serde_json::to_vec(meta).expect("meta serialises"),
                 ),
             ],
@@ -126,27 +127,21 @@ pub fn synthetic_samples(
         .collect()
 }
 
-/// Tar and zstd-compress `samples` into `dir/name`.
+/// Write `samples` as shard `dir/name` with the format's own writer, member by member as given.
 pub fn write_shard(dir: &Path, name: &str, samples: &[TestSample]) -> std::io::Result<ShardEntry> {
-    let mut tar = tar::Builder::new(Vec::new());
+    let mut writer = ShardWriter::new(Vec::new())?;
     for s in samples {
         for (member, data) in &s.members {
-            let mut header = tar::Header::new_ustar();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_mtime(0);
-            header.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut header, member, &data[..])?;
+            writer.append_member(member, data)?;
         }
     }
-    let tar = tar.into_inner()?;
-    let compressed = zstd::encode_all(&tar[..], 3)?;
+    let (compressed, written) = writer.finish()?;
     std::fs::write(dir.join(name), &compressed)?;
     Ok(ShardEntry {
         name: name.into(),
         num_samples: samples.len() as u64,
-        bytes: compressed.len() as u64,
-        sha256: sha256_hex(&compressed),
+        bytes: written.bytes,
+        sha256: written.sha256,
     })
 }
 

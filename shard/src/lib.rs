@@ -6,15 +6,25 @@
 //!   of adjacent members `<key>.jpg|png`, `<key>.cls`, `<key>.json` ([`SampleMeta`]);
 //! - `rejects.jsonl`: one [`Reject`] per input that did not make it in.
 //!
+//! [`container`] owns the shard bytes (the tar+zstd writer and reader, member names, `.cls`);
+//! [`assemble`] turns a member stream back into samples.
+//!
 //! `docs/FORMAT.md` is the user-facing description; this crate is the executable one.
 //! [`store`] opens a dataset URL (local path, `file://`, `s3://`, `gs://`, `az://`) as an
 //! `object_store`, so ingest, loader, trainer and evaluator all reach data the same way.
 
+pub mod assemble;
+pub mod container;
 pub mod index;
 pub mod key;
 pub mod sample;
 pub mod store;
 
+pub use assemble::{Assembler, ImageKind, RawSample};
+pub use container::{
+    encode_class, member_name, parse_class, read_members, split_member_name, ContainerError,
+    Member, ShardWriter, WrittenShard, MAX_MEMBER_BYTES,
+};
 pub use index::{
     DatasetIndex, IdentityEntry, ImageSpec, ShardEntry, SplitIndex, FORMAT_NAME, FORMAT_VERSION,
     INDEX_FILE, REJECTS_FILE,

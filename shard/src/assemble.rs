@@ -1,10 +1,9 @@
-//! Samples as they come out of a tar: member names parsed into key and extension, adjacent
-//! members with the same key gathered into one [`RawSample`].
-//!
-//! Member names are only ever split into strings here; nothing is created on a file system, so a
-//! name like `../../etc/passwd.jpg` is just an odd key.
+//! Samples out of a shard's member stream: member names split into key and extension (the
+//! container's rule), adjacent members with the same key gathered into one [`RawSample`].
 
 use bytes::Bytes;
+
+use crate::container::{CLASS_EXT, META_EXT};
 
 /// How an image member is encoded, from its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +13,8 @@ pub enum ImageKind {
 }
 
 impl ImageKind {
-    fn from_ext(ext: &str) -> Option<ImageKind> {
+    /// The kind of an image member with extension `ext` (`jpg`, `jpeg`, `png`, any case).
+    pub fn from_ext(ext: &str) -> Option<ImageKind> {
         match ext.to_ascii_lowercase().as_str() {
             "jpg" | "jpeg" => Some(ImageKind::Jpeg),
             "png" => Some(ImageKind::Png),
@@ -34,6 +34,10 @@ pub struct RawSample {
     pub cls: Option<Bytes>,
     /// The `.json` member.
     pub json: Option<Bytes>,
+    /// What was irregular about the members, one line each: an unknown extension (its data is
+    /// dropped; the format may grow members) or a member that came twice (the later one is
+    /// kept). Readers may log these; `verify` reports them.
+    pub irregular: Vec<String>,
 }
 
 impl RawSample {
@@ -45,15 +49,6 @@ impl RawSample {
     }
 }
 
-/// `key.ext` → (`key`, `ext`), split at the first dot of the last path component (webdataset's
-/// rule). `None` for names without an extension or with an empty key.
-pub fn split_member_name(name: &str) -> Option<(&str, &str)> {
-    let base_start = name.rfind('/').map_or(0, |i| i + 1);
-    let dot = base_start + name[base_start..].find('.')?;
-    let (key, ext) = (&name[..dot], &name[dot + 1..]);
-    (!key.is_empty() && !ext.is_empty()).then_some((key, ext))
-}
-
 /// Gathers adjacent members into samples.
 #[derive(Default)]
 pub struct Assembler {
@@ -61,8 +56,8 @@ pub struct Assembler {
 }
 
 impl Assembler {
-    /// Add member `name` with `data`; returns the previous sample when this member starts a new
-    /// one. Unknown extensions are ignored (the format may grow members).
+    /// Add member `key.ext` with `data`; returns the previous sample when this member starts a
+    /// new one. Unknown extensions and repeats are noted in [`RawSample::irregular`].
     pub fn push(&mut self, key: &str, ext: &str, data: Bytes) -> Option<RawSample> {
         let finished = match &self.current {
             Some(s) if s.key != key => self.current.take(),
@@ -72,14 +67,32 @@ impl Assembler {
             key: key.to_owned(),
             ..Default::default()
         });
-        if let Some(kind) = ImageKind::from_ext(ext) {
-            sample.image = Some((kind, data));
-        } else if ext == "cls" {
-            sample.cls = Some(data);
-        } else if ext == "json" {
-            sample.json = Some(data);
+        let repeated = if let Some(kind) = ImageKind::from_ext(ext) {
+            sample.image.replace((kind, data)).is_some()
+        } else if ext == CLASS_EXT {
+            sample.cls.replace(data).is_some()
+        } else if ext == META_EXT {
+            sample.json.replace(data).is_some()
+        } else {
+            sample
+                .irregular
+                .push(format!("unexpected member extension {ext:?}"));
+            false
+        };
+        if repeated {
+            let what = if ImageKind::from_ext(ext).is_some() {
+                format!("a second image member (.{ext})")
+            } else {
+                format!("member .{ext} appears twice")
+            };
+            sample.irregular.push(what);
         }
         finished
+    }
+
+    /// The key of the sample being gathered.
+    pub fn current_key(&self) -> Option<&str> {
+        self.current.as_ref().map(|s| s.key.as_str())
     }
 
     /// The last sample, at the end of the tar.
@@ -93,31 +106,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn member_names_split_at_the_first_dot_of_the_file_name() {
-        assert_eq!(split_member_name("abc_12.jpg"), Some(("abc_12", "jpg")));
-        assert_eq!(split_member_name("abc.seg.png"), Some(("abc", "seg.png")));
-        assert_eq!(split_member_name("d.x/abc.json"), Some(("d.x/abc", "json")));
-        assert_eq!(split_member_name("noext"), None);
-        assert_eq!(split_member_name(".hidden"), None);
-        assert_eq!(
-            split_member_name("../../etc/passwd.jpg"),
-            Some(("../../etc/passwd", "jpg"))
-        );
-    }
-
-    #[test]
     fn adjacent_members_form_one_sample() {
         let mut a = Assembler::default();
         assert!(a.push("a", "jpg", Bytes::from_static(b"J")).is_none());
         assert!(a.push("a", "cls", Bytes::from_static(b"3")).is_none());
         assert!(a.push("a", "txt", Bytes::from_static(b"ignored")).is_none());
+        assert!(a.push("a", "cls", Bytes::from_static(b"4")).is_none());
         let first = a.push("b", "json", Bytes::from_static(b"{}")).unwrap();
         assert_eq!(first.key, "a");
         assert_eq!(first.image.as_ref().unwrap().0, ImageKind::Jpeg);
-        assert_eq!(first.cls.as_deref(), Some(&b"3"[..]));
+        assert_eq!(first.cls.as_deref(), Some(&b"4"[..]));
         assert!(first.json.is_none());
+        assert_eq!(
+            first.irregular,
+            [
+                "unexpected member extension \"txt\"",
+                "member .cls appears twice"
+            ]
+        );
         let last = a.finish().unwrap();
         assert_eq!((last.key.as_str(), last.size()), ("b", 2));
         assert!(a.finish().is_none());
+    }
+
+    #[test]
+    fn image_kinds_follow_the_extension() {
+        assert_eq!(ImageKind::from_ext("JPEG"), Some(ImageKind::Jpeg));
+        assert_eq!(ImageKind::from_ext("png"), Some(ImageKind::Png));
+        assert_eq!(ImageKind::from_ext("gif"), None);
     }
 }
