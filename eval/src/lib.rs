@@ -4,7 +4,7 @@
 //! - [`extract`]: checkpoint × dataset → a feature file ([`features`] is its format);
 //! - [`verify`]: LFW-protocol face verification with f_T, f_P and f_C (Table 1);
 //! - [`attributes`]: per-attribute linear SVMs (Table 1, Figure 5a) and the share of continuous
-//!   factors each feature explains ([`regress`]);
+//!   factors each feature explains (`d2ae_metrics::regress`);
 //! - [`edit`]: attribute editing, identity swap and interpolation grids (Figures 1a, 9, 10);
 //! - [`fidelity`]: reconstruction PSNR, identity swaps and attribute edits re-encoded (does the
 //!   decoder carry the face, and do swaps and edits do what Figures 9 and 10 show);
@@ -16,7 +16,7 @@
 //! The metric computations themselves live in the libtorch-free `d2ae-metrics` crate; this crate
 //! runs the model and wires data, metrics and files together. The command modules return
 //! `anyhow` errors because they are the binary's logic (kept here so tests call them directly);
-//! the reusable pieces ([`features`], [`grid`], [`regress`]) have typed errors.
+//! the reusable pieces ([`features`], [`grid`]) have typed errors.
 
 pub mod analyze;
 pub mod attributes;
@@ -29,6 +29,5 @@ pub mod grid;
 pub mod model_io;
 pub mod probe;
 pub mod progress;
-pub mod regress;
 pub mod report;
 pub mod verify;

@@ -16,8 +16,8 @@ use clap::Args;
 use d2ae_metrics::svm::{LinearSvm, SvmParams};
 use serde::Serialize;
 
-use crate::attributes::Standardize;
 use crate::features::{FeatureChoice, FeatureKind, FeatureSet};
+use d2ae_metrics::standardize::Standardize;
 
 /// `d2ae-eval probe`
 #[derive(Debug, Clone, Args)]

@@ -8,6 +8,8 @@
 //! - [`verify`]: cosine similarity and the LFW 10-fold protocol (accuracy, TPR@FPR, AUC, EER, ROC);
 //! - [`svm`]: liblinear-style linear SVMs per attribute, with C chosen on a validation split, and
 //!   their weight directions for face editing;
+//! - [`standardize`]: per-channel z-scoring before the SVMs and probes, mapped back after;
+//! - [`regress`]: ridge regression of a continuous factor on features, scored by held-out R²;
 //! - [`gauss`]: per-channel Gaussianity (adjusted R² of a Gaussian fitted to each histogram);
 //! - [`tsne`]: 2-D Barnes-Hut t-SNE embeddings and a kNN score of how well labels separate;
 //! - [`plot`]: PNG charts (ROC, bar, histogram, 6×6 grid, scatter, line) with an embedded font;
@@ -20,6 +22,8 @@ pub mod gauss;
 pub mod matrix;
 pub mod pairs;
 pub mod plot;
+pub mod regress;
+pub mod standardize;
 pub mod svm;
 pub mod table;
 pub mod tsne;

@@ -2,12 +2,11 @@
 //! ridge regression of the factor on the feature, fitted on one split and scored by R² on
 //! another.
 //!
-//! `d2ae-metrics` has classifiers but no regression, and this one is small: centred least
-//! squares with a ridge term `λ·n·I` (λ chosen from a grid on a validation set), solved in f64 by
+//! Centred least squares with a ridge term `λ·n·I` (λ chosen from a grid on a validation set), solved in f64 by
 //! Cholesky. Held-out R² is the honest number: with as many channels as training samples, plain
 //! least squares would explain any factor perfectly on the training rows.
 
-use d2ae_metrics::Matrix;
+use crate::Matrix;
 use serde::Serialize;
 
 /// Errors fitting a regression.
