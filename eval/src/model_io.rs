@@ -2,7 +2,7 @@
 //! batches (with optional flip test-time augmentation) and decoding features to u8 images.
 
 use anyhow::{Context, Result};
-use d2ae_train::fit::checkpoint::{load_model, LoadedModel};
+use d2ae_train::checkpoint::{load_model, LoadedModel};
 use d2ae_train::model::{denormalise, normalise};
 use d2ae_train::D2ae;
 use tch::{Device, Kind, Tensor};

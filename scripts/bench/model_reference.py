@@ -215,7 +215,7 @@ class D2ae(nn.Module):
 
 
 def load_checkpoint(path):
-    """A d2ae checkpoint (train/src/checkpoint_io.rs) → (model, config)."""
+    """A d2ae checkpoint (train/src/checkpoint.rs) → (model, config)."""
     with safe_open(path, framework="pt") as f:
         meta = f.metadata()
     cfg = json.loads(meta["config"])

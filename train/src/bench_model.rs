@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use d2ae_train::checkpoint_io::{self, Header};
+use d2ae_train::checkpoint::{self, Header};
 use d2ae_train::model::normalise;
 use d2ae_train::{D2ae, ModelConfig};
 use serde::Serialize;
@@ -117,7 +117,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         num_identities: args.num_identities,
         extra: Default::default(),
     };
-    checkpoint_io::save(&vs, &header, &weights)?;
+    checkpoint::save_model(&vs, &header, &weights)?;
     Tensor::write_safetensors(&[("images", &images), ("labels", &labels)], &batch)
         .context("writing the batch")?;
 

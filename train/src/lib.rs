@@ -2,10 +2,10 @@
 //!
 //! - [`model`]: the network (encoder, branches, classifiers, decoder, statistical augmentation),
 //!   the loss terms of eq. 6 and the gradient routing that makes the method work.
-//! - [`checkpoint_io`]: weights as self-describing safetensors files.
+//! - [`checkpoint`]: model files and training checkpoints (one safetensors format, one loader).
 //! - [`info`]: what libtorch/CUDA/NCCL the binary runs on, and a model's size and cost.
 
-pub mod checkpoint_io;
+pub mod checkpoint;
 pub mod dist;
 pub mod fit;
 pub mod info;

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use d2ae_train::checkpoint_io::{self, CheckpointError, Header};
+use d2ae_train::checkpoint::{self, CheckpointError, Header};
 use d2ae_train::{D2ae, ModelConfig};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -40,10 +40,15 @@ fn weights_round_trip_and_mismatches_name_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     let (vs, model) = trained_tiny(5);
-    checkpoint_io::save(&vs, &header(&model), &path).unwrap();
+    checkpoint::save_model(&vs, &header(&model), &path).unwrap();
 
-    let (vs2, model2, h2) = checkpoint_io::load_model(&path, Device::Cpu).unwrap();
-    assert_eq!(h2, header(&model));
+    assert_eq!(checkpoint::read_header(&path).unwrap(), header(&model));
+    let loaded = checkpoint::load_model(path.to_str().unwrap(), None, Device::Cpu).unwrap();
+    assert_eq!(
+        loaded.meta.step, 3,
+        "a model file's step comes from its extra.step"
+    );
+    let (vs2, model2) = (loaded.vs, loaded.model);
     let (a, b) = (vs.variables(), vs2.variables());
     assert_eq!(a.len(), b.len());
     assert!(a.contains_key("stat_p.running_std") && a.contains_key("decoder.fc_bn.running_var"));
@@ -60,7 +65,8 @@ fn weights_round_trip_and_mismatches_name_the_tensor() {
     other.branch.feature_dim = 7;
     let vs3 = nn::VarStore::new(Device::Cpu);
     D2ae::new(&vs3.root(), &other, 5).unwrap();
-    let err = checkpoint_io::load_into(&vs3, &path).unwrap_err();
+    let file = checkpoint::decode("model.safetensors", &std::fs::read(&path).unwrap()).unwrap();
+    let err = checkpoint::load_variables(&vs3, &file.model, "model.safetensors").unwrap_err();
     assert!(matches!(err, CheckpointError::Tensor { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -69,15 +75,11 @@ fn weights_round_trip_and_mismatches_name_the_tensor() {
     );
 
     let missing = dir.path().join("none.safetensors");
-    let err = checkpoint_io::read_header(&missing)
-        .unwrap_err()
-        .to_string();
+    let err = checkpoint::read_header(&missing).unwrap_err().to_string();
     assert!(err.contains("none.safetensors"), "{err}");
     std::fs::write(&missing, b"not safetensors").unwrap();
-    let err = checkpoint_io::read_header(&missing)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("not a valid safetensors"), "{err}");
+    let err = checkpoint::read_header(&missing).unwrap_err().to_string();
+    assert!(err.contains("damaged"), "{err}");
 }
 
 #[test]
@@ -85,7 +87,7 @@ fn python_safetensors_reads_every_name_and_shape() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     let (vs, model) = trained_tiny(5);
-    checkpoint_io::save(&vs, &header(&model), &path).unwrap();
+    checkpoint::save_model(&vs, &header(&model), &path).unwrap();
     let code = r#"
 import json, sys
 from safetensors import safe_open
@@ -118,7 +120,7 @@ with safe_open(sys.argv[1], framework="numpy") as f:
     assert_eq!(shapes["w_t.weight"], serde_json::json!([5, 6]));
     assert_eq!(shapes["stat_t.running_std"], serde_json::json!([6]));
     let meta = &v["meta"];
-    assert_eq!(meta["format"], checkpoint_io::FORMAT);
+    assert_eq!(meta["format"], checkpoint::FORMAT);
     assert_eq!(meta["num_identities"], "5");
     assert_eq!(meta["extra.step"], "3");
     let cfg: ModelConfig = serde_json::from_str(meta["config"].as_str().unwrap()).unwrap();
@@ -132,7 +134,7 @@ fn pytorch_reference_model_computes_the_same_forward_and_losses() {
     let batch = dir.path().join("batch.safetensors");
     let outputs = dir.path().join("out.safetensors");
     let (vs, model) = trained_tiny(5);
-    checkpoint_io::save(&vs, &header(&model), &weights).unwrap();
+    checkpoint::save_model(&vs, &header(&model), &weights).unwrap();
     let (images, labels) = common::batch(4, 16, 5, 23);
     Tensor::write_safetensors(&[("images", &images), ("labels", &labels)], &batch).unwrap();
 

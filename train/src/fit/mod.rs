@@ -10,7 +10,6 @@
 //! `val/step-N.png`, `summary.json` and `checkpoints/` (see docs/TRAINING.md).
 
 pub mod amp;
-pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod optim;
@@ -34,9 +33,9 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
+use crate::checkpoint::{self, CheckpointDir, CheckpointMeta};
 use crate::dist::{broadcast_parameters, Collective, GradSync, DEFAULT_BUCKET_BYTES};
 use crate::model::{normalise, Ablation, D2ae, ModelConfig, ParamGroup};
-use checkpoint::{CheckpointDir, CheckpointMeta};
 pub use config::{ConfigOverrides, TrainConfig};
 use optim::{Optimizer, OptimizerConfig};
 use runlog::JsonlLog;
@@ -288,6 +287,12 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
     };
     if let Some(c) = &resumed {
         anyhow::ensure!(
+            c.has_train_state,
+            "{} is a model file, not a training checkpoint: it has no optimizer or loader state \
+             to resume from; move it out of the checkpoints directory or use another --out",
+            ckpts.url_of(c.meta.step)
+        );
+        anyhow::ensure!(
             c.meta.preset == cfg.preset,
             "the checkpoint in {} is a {} model, but this run asks for {}: use another --out or \
              --preset {}",
@@ -382,7 +387,8 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
             cfg.data,
             num_identities
         );
-        load_variables(&vs, &c.model).context("restoring the model from the checkpoint")?;
+        checkpoint::load_variables(&vs, &c.model, &ckpts.url_of(c.meta.step))
+            .context("restoring the model from the checkpoint")?;
         opt.load_state(c.optim)
             .map_err(anyhow::Error::msg)
             .context("restoring the optimizer from the checkpoint")?;
@@ -656,27 +662,6 @@ fn sync_running_sigma(vs: &nn::VarStore, comm: &mut dyn Collective) -> Result<()
     };
     if !sigmas.is_empty() {
         tch::no_grad(|| comm.all_reduce_mean(&mut sigmas))?;
-    }
-    Ok(())
-}
-
-/// Copy checkpoint tensors into the VarStore's variables: same names, same shapes, none missing.
-pub(crate) fn load_variables(vs: &nn::VarStore, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
-    let vars = vs.variables();
-    for (name, var) in &vars {
-        let src = tensors
-            .get(name)
-            .with_context(|| format!("the checkpoint has no tensor {name:?}"))?;
-        anyhow::ensure!(
-            src.size() == var.size(),
-            "tensor {name:?} is {:?} in the checkpoint but {:?} in the model",
-            src.size(),
-            var.size()
-        );
-        tch::no_grad(|| var.shallow_clone().copy_(src));
-    }
-    if let Some(extra) = tensors.keys().find(|k| !vars.contains_key(*k)) {
-        bail!("the checkpoint has a tensor {extra:?} the model does not");
     }
     Ok(())
 }
