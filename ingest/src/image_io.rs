@@ -90,8 +90,10 @@ impl Format {
             Err(_) if bytes.len() < 12 => Err(ImageError::Corrupt {
                 detail: format!("only {} bytes", bytes.len()),
             }),
+            // Never the bytes themselves: the file may be anything (a symlink to a secret), and
+            // the detail goes to rejects.jsonl.
             Err(_) => Err(ImageError::Unsupported {
-                detail: format!("unrecognised signature {:02x?}", &bytes[..8]),
+                detail: "unrecognised file signature: not a JPEG, PNG, WebP or BMP image".into(),
             }),
         }
     }

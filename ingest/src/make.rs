@@ -5,6 +5,7 @@
 //! Everything else about a sample (reading the file, its key, class and metadata JSON) is here.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use d2ae_shard::{Reject, SampleMeta};
 
@@ -139,6 +140,67 @@ pub const MISSING_FILE: &str = "missing_file";
 /// Reason for a file that exists but cannot be read.
 pub const READ_ERROR: &str = "read_error";
 
+/// Reason for a path that is a directory, FIFO, socket or device rather than a file.
+pub const NOT_A_FILE: &str = "not_a_file";
+/// Reason for a file larger than [`MAX_INPUT_BYTES`].
+pub const TOO_LARGE: &str = "too_large";
+/// Largest input file read into memory: far above any photo, far below the machine's memory.
+pub const MAX_INPUT_BYTES: u64 = 256 << 20;
+
+/// The bytes of the input file at `path`, or a reject reason and detail. Only regular files (a
+/// symlink to one included) are opened: a FIFO named `x.jpg` would block the read forever, a
+/// device could be endless. The detail never quotes the file's content.
+pub fn read_input(path: &Path) -> Result<Vec<u8>, (&'static str, String)> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err((MISSING_FILE, format!("{shown} does not exist")))
+        }
+        Err(e) => return Err((READ_ERROR, format!("cannot read {shown}: {e}"))),
+    };
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_block_device() || kind.is_char_device() {
+            "a device"
+        } else {
+            "not a file"
+        };
+        return Err((NOT_A_FILE, format!("{shown} is {what}, not a regular file")));
+    }
+    if meta.len() > MAX_INPUT_BYTES {
+        return Err((
+            TOO_LARGE,
+            format!(
+                "{shown} is {} bytes, over the {MAX_INPUT_BYTES}-byte limit for one photo",
+                meta.len()
+            ),
+        ));
+    }
+    let read = std::fs::File::open(path).and_then(|f| {
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        // The size can change after the check; never read more than the limit.
+        f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    });
+    match read {
+        Ok(b) if b.len() as u64 > MAX_INPUT_BYTES => Err((
+            TOO_LARGE,
+            format!("{shown} grew past the {MAX_INPUT_BYTES}-byte limit while being read"),
+        )),
+        Ok(b) => Ok(b),
+        Err(e) => Err((READ_ERROR, format!("cannot read {shown}: {e}"))),
+    }
+}
+
 /// Read, make and describe one planned item of `split`.
 pub fn make_sample(
     dataset: &SourceDataset,
@@ -155,20 +217,9 @@ pub fn make_sample(
             detail,
         })
     };
-    let bytes = match std::fs::read(&item.path) {
+    let bytes = match read_input(&item.path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return reject(
-                MISSING_FILE,
-                format!("{} does not exist", item.path.display()),
-            )
-        }
-        Err(e) => {
-            return reject(
-                READ_ERROR,
-                format!("cannot read {}: {e}", item.path.display()),
-            )
-        }
+        Err((reason, detail)) => return reject(reason, detail),
     };
     let made = match maker.make(&bytes, item.landmarks.as_deref(), item.face_box) {
         Ok(m) => m,
@@ -307,5 +358,41 @@ mod tests {
             panic!("c.jpg is missing");
         };
         assert_eq!(r.reason, MISSING_FILE);
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_no_bytes_reach_the_reject() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("x.jpg");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Reading a FIFO would block forever; it is refused from its metadata instead.
+        let (reason, detail) = read_input(&fifo).unwrap_err();
+        assert_eq!(reason, NOT_A_FILE);
+        assert!(detail.contains("a FIFO"), "{detail}");
+        std::fs::create_dir(dir.path().join("d.jpg")).unwrap();
+        assert_eq!(
+            read_input(&dir.path().join("d.jpg")).unwrap_err().0,
+            NOT_A_FILE
+        );
+        // A symlink to a file is read as the file.
+        std::fs::write(dir.path().join("real.jpg"), b"bytes").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real.jpg"), dir.path().join("link.jpg"))
+            .unwrap();
+        assert_eq!(read_input(&dir.path().join("link.jpg")).unwrap(), b"bytes");
+        // A secret behind a photo's name: rejected without a byte of it in the detail.
+        let secret = b"root:$6$saltsalt$hashhashhash:19000:0:99999:7:::";
+        let err = crate::image_io::decode_rgb(secret, &Default::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("72") && !text.contains("root"), "{text}");
+        assert_eq!(err.reason(), "unsupported_format");
+        // A GIF is rejected with its format named.
+        let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!";
+        let err = crate::image_io::decode_rgb(gif, &Default::default()).unwrap_err();
+        assert_eq!(err.reason(), "unsupported_format");
+        assert!(err.to_string().contains("Gif"), "{err}");
     }
 }

@@ -110,9 +110,15 @@ impl SourceError {
 }
 
 /// Image file extensions the listing picks up (case-insensitive).
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp"];
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "png", "webp", "bmp", // read
+    "gif", "tif", "tiff", "heic", "heif", "avif", "jp2",
+    "jxl", // listed, then rejected with a reason
+];
 
-/// Whether `path` has one of [`IMAGE_EXTENSIONS`].
+/// Whether `path` has one of [`IMAGE_EXTENSIONS`]: a photo a user would expect ingest to take or
+/// to report. Formats we cannot decode are listed too, so that each gets a `rejects.jsonl` line
+/// (`unsupported_format`) instead of vanishing silently.
 pub fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -222,5 +228,9 @@ mod tests {
         assert!(is_image(Path::new("x.webp")));
         assert!(!is_image(Path::new("notes.txt")));
         assert!(!is_image(Path::new("noext")));
+        assert!(
+            is_image(Path::new("anim.GIF")),
+            "listed so that it is rejected with a reason"
+        );
     }
 }
