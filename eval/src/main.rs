@@ -56,7 +56,10 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                d2ae_shard::redact_credentials(&format!("{e:#}"))
+            );
             std::process::ExitCode::FAILURE
         }
     }

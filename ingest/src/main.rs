@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", message(&err));
+            eprintln!("error: {}", d2ae_shard::redact_credentials(&message(&err)));
             ExitCode::FAILURE
         }
     }

@@ -64,6 +64,10 @@ pub struct StoreArgs {
     /// [default: 10]. An ingest that gives up keeps its finished shards; its rerun resumes there.
     #[arg(long, value_name = "N")]
     pub max_retries: Option<usize>,
+    /// Seconds a bucket connection may stay silent before the request fails and is retried;
+    /// retries of one request stop after twice this [default: 30, or D2AE_STORE_IDLE_TIMEOUT].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<f64>,
 }
 
 /// A dataset destination.
@@ -79,6 +83,10 @@ impl Destination {
             endpoint: store.endpoint.clone(),
             create_local: true,
             max_retries: store.max_retries,
+            idle_timeout: store
+                .idle_timeout
+                .filter(|s| *s > 0.0)
+                .map(std::time::Duration::from_secs_f64),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

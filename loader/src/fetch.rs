@@ -183,7 +183,8 @@ impl StoreRead<'_> {
         let delay = self.source.backoff * 2u32.saturating_pow(self.failures - 1);
         tracing::warn!(
             shard = %self.source.name, offset = self.pos, attempt = self.failures,
-            "reading shard failed, retrying in {delay:?}: {source}"
+            "reading shard failed, retrying in {delay:?}: {}",
+            d2ae_shard::redact_credentials(&source.to_string())
         );
         self.counters.fetch_retries.fetch_add(1, Ordering::Relaxed);
         let cancel = self.cancel.clone();

@@ -49,12 +49,20 @@ struct Source {
     /// Endpoint of an S3-compatible server, e.g. http://127.0.0.1:9000 (else AWS_ENDPOINT_URL).
     #[arg(long, env = "D2AE_S3_ENDPOINT")]
     endpoint: Option<String>,
+    /// Seconds a bucket connection may stay silent before the request fails and is retried;
+    /// retries of one request stop after twice this [default: 30, or D2AE_STORE_IDLE_TIMEOUT].
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<f64>,
 }
 
 impl Source {
     fn store(&self) -> StoreOptions {
         StoreOptions {
             endpoint: self.endpoint.clone(),
+            idle_timeout: self
+                .idle_timeout
+                .filter(|s| *s > 0.0)
+                .map(std::time::Duration::from_secs_f64),
             ..Default::default()
         }
     }
@@ -131,7 +139,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                d2ae_shard::redact_credentials(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }

@@ -73,3 +73,30 @@ fn stats_cat_and_bench() {
     let msg = String::from_utf8_lossy(&err.stderr);
     assert!(msg.contains("\"nope\"") && msg.contains("train"), "{msg}");
 }
+
+#[test]
+fn a_password_in_the_endpoint_is_not_echoed_in_errors() {
+    // Nothing listens on port 1: the request fails at once, and its error names the endpoint.
+    let out = Command::new(env!("CARGO_BIN_EXE_d2ae-loader"))
+        .args([
+            "stats",
+            "s3://bucket/data",
+            "--endpoint",
+            "http://ann:s3cret@127.0.0.1:1",
+            "--idle-timeout",
+            "1",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("http://ann:***@127.0.0.1:1"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+}

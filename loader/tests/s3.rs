@@ -78,3 +78,38 @@ fn streams_a_split_from_a_bucket_like_from_disk() {
     assert!(matches!(err, LoaderError::Fetch { .. }), "{err}");
     assert!(err.to_string().contains("train-000003.tar.zst"), "{err}");
 }
+
+/// A server that accepts connections and then says nothing (frozen, as under SIGSTOP): the
+/// request fails after the idle timeout and its retries stop after twice that, so the user hears
+/// of it in seconds, not after minutes of silence.
+#[test]
+fn a_silent_server_is_reported_within_the_idle_timeout() {
+    // Real credentials are never needed: the server never gets to check them.
+    let _server = S3Server::start();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn); // keep the socket open, never answer
+        }
+    });
+    let store = StoreOptions {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        max_retries: Some(2),
+        idle_timeout: Some(std::time::Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let started = std::time::Instant::now();
+    let Err(err) = rt.block_on(Dataset::open("s3://frozen/datasets/x", &store)) else {
+        panic!("a frozen server cannot serve an index");
+    };
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(20),
+        "took {waited:?} to give up"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("s3://frozen/datasets/x"), "{msg}");
+}

@@ -31,7 +31,10 @@ pub use index::{
 };
 pub use key::{sample_key, shard_name};
 pub use sample::{Reject, SampleMeta};
-pub use store::{open_dataset, DatasetLocation, StoreError, StoreOptions};
+pub use store::{
+    open_dataset, redact_credentials, DatasetLocation, StoreError, StoreOptions,
+    DEFAULT_IDLE_TIMEOUT,
+};
 
 /// Hex SHA-256 of a byte slice: the checksum recorded for each shard in `index.json`.
 pub fn sha256_hex(bytes: &[u8]) -> String {

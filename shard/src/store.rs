@@ -15,7 +15,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 /// How to open a store beyond what the URL says.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +26,64 @@ pub struct StoreOptions {
     pub create_local: bool,
     /// Retries of a failed request before giving up (default 10).
     pub max_retries: Option<usize>,
+    /// How long a bucket connection may stay silent (no byte of a response) before the request
+    /// fails and is retried; `None`: `D2AE_STORE_IDLE_TIMEOUT` (seconds) or
+    /// [`DEFAULT_IDLE_TIMEOUT`]. Retries of one request stop after twice this, so a server that
+    /// stops answering is reported within about a minute, not after minutes of silence.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The default of [`StoreOptions::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl StoreOptions {
+    /// The idle timeout in force: the option, else `D2AE_STORE_IDLE_TIMEOUT`, else the default.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+            .or_else(|| {
+                std::env::var("D2AE_STORE_IDLE_TIMEOUT")
+                    .ok()?
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| *s > 0.0)
+                    .map(Duration::from_secs_f64)
+            })
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT)
+    }
+}
+
+/// `text` with the password of every `scheme://user:password@host` in it replaced by `***`, for
+/// messages, logs and saved configurations: an endpoint may carry credentials, and they must not
+/// end up in a terminal scroll-back, a `config.json` or a checkpoint.
+pub fn redact_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', whitespace or quote; userinfo at its last '@'.
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                if userinfo.contains(':') {
+                    out.push_str(user);
+                    out.push_str(":***");
+                } else {
+                    out.push_str(userinfo);
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// An opened dataset location: the store and the prefix of the dataset inside it.
@@ -142,8 +200,17 @@ fn retry_config(options: &StoreOptions) -> RetryConfig {
             base: 2.0,
         },
         max_retries: options.max_retries.unwrap_or(10),
-        retry_timeout: Duration::from_secs(180),
+        retry_timeout: (2 * options.idle_timeout()).min(Duration::from_secs(180)),
     }
+}
+
+/// HTTP client settings: a silent connection fails after the idle timeout (reads reset it, so a
+/// long download at any speed is fine); the whole-request limit only catches the pathological.
+fn client_options(options: &StoreOptions) -> ClientOptions {
+    ClientOptions::new()
+        .with_read_timeout(options.idle_timeout())
+        .with_connect_timeout(options.idle_timeout().min(Duration::from_secs(10)))
+        .with_timeout(Duration::from_secs(3600))
 }
 
 fn open_bucket(
@@ -167,7 +234,8 @@ fn open_bucket(
         "s3" => {
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
-                .with_retry(retry_config(options));
+                .with_retry(retry_config(options))
+                .with_client_options(client_options(options));
             let endpoint = options
                 .endpoint
                 .clone()
@@ -184,6 +252,7 @@ fn open_bucket(
             GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry_config(options))
+                .with_client_options(client_options(options))
                 .build()
                 .map_err(open_err)?,
         ),
@@ -191,6 +260,7 @@ fn open_bucket(
             MicrosoftAzureBuilder::from_env()
                 .with_container_name(bucket)
                 .with_retry(retry_config(options))
+                .with_client_options(client_options(options))
                 .build()
                 .map_err(open_err)?,
         ),
@@ -249,6 +319,34 @@ mod tests {
         assert_eq!(loc.child("index.json").as_ref(), "some/prefix/index.json");
         assert_eq!(loc.subdir("ckpt").prefix.as_ref(), "some/prefix/ckpt");
         assert_eq!(loc.child("val/a.png").as_ref(), "some/prefix/val/a.png");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted_everywhere_in_a_text() {
+        assert_eq!(
+            redact_credentials("cannot reach http://ann:s3cret@host:9000/b/k: refused"),
+            "cannot reach http://ann:***@host:9000/b/k: refused"
+        );
+        assert_eq!(
+            redact_credentials(r#"{"endpoint":"https://u:p%40ss@h","x":"s3://b/k"}"#),
+            r#"{"endpoint":"https://u:***@h","x":"s3://b/k"}"#
+        );
+        assert_eq!(
+            redact_credentials("token only http://tok@h/ and a@b in prose"),
+            "token only http://tok@h/ and a@b in prose"
+        );
+        assert_eq!(redact_credentials("no urls"), "no urls");
+        assert_eq!(redact_credentials("x://"), "x://");
+    }
+
+    #[test]
+    fn idle_timeout_has_a_default_and_an_override() {
+        let opts = StoreOptions {
+            idle_timeout: Some(Duration::from_millis(1500)),
+            ..Default::default()
+        };
+        assert_eq!(opts.idle_timeout(), Duration::from_millis(1500));
+        assert_eq!(retry_config(&opts).retry_timeout, Duration::from_secs(3));
     }
 
     #[test]

@@ -68,7 +68,10 @@ fn main() {
         Command::BenchModel(args) => bench_model::run(&args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!(
+            "error: {}",
+            d2ae_shard::redact_credentials(&format!("{e:#}"))
+        );
         std::process::exit(1);
     }
 }

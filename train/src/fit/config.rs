@@ -16,7 +16,9 @@ pub struct TrainConfig {
     pub data: String,
     /// Run directory URL.
     pub out: String,
-    /// Endpoint of an S3-compatible server, for `s3://` data or run directories.
+    /// Endpoint of an S3-compatible server, for `s3://` data or run directories. Saved (in
+    /// `config.json` and checkpoints) with any password replaced by `***`.
+    #[serde(serialize_with = "serialize_redacted")]
     pub endpoint: Option<String>,
     /// Model preset: `small` or `paper`.
     pub preset: String,
@@ -406,9 +408,31 @@ impl ConfigOverrides {
     }
 }
 
+/// Serialise an optional URL with its password redacted ([`d2ae_shard::redact_credentials`]).
+fn serialize_redacted<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_some(&d2ae_shard::redact_credentials(u)),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_the_endpoint_is_never_saved() {
+        let mut cfg = TrainConfig::paper_defaults("s3://b/d".into(), "o".into());
+        cfg.endpoint = Some("http://ann:s3cret@127.0.0.1:9000".into());
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(!json.contains("s3cret"), "{json}");
+        assert!(json.contains("http://ann:***@127.0.0.1:9000"), "{json}");
+        // The run itself still uses the real endpoint.
+        assert_eq!(
+            cfg.endpoint.as_deref(),
+            Some("http://ann:s3cret@127.0.0.1:9000")
+        );
+    }
 
     #[test]
     fn file_then_command_line_override_defaults() {
