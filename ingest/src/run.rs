@@ -126,8 +126,8 @@ pub fn ingest(opts: &IngestOptions, maker: &dyn SampleMaker) -> Result<Summary, 
     let fingerprint = sha256_of(config.to_string().as_bytes());
     let dest = Destination::open(&opts.out, &opts.store)?;
 
-    if let Some(bytes) = dest.get(INDEX_FILE)? {
-        let index = DatasetIndex::from_json(&bytes).map_err(|source| RunError::BadIndex {
+    if let Some(index) = dest.index()? {
+        let index = index.map_err(|source| RunError::BadIndex {
             url: dest.url().to_owned(),
             source,
         })?;

@@ -19,7 +19,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use d2ae_shard::{open_dataset, DatasetLocation, StoreError, StoreOptions};
+use d2ae_shard::index::IndexError;
+use d2ae_shard::{
+    open_dataset, DatasetIndex, DatasetLocation, StoreError, StoreOptions, INDEX_FILE,
+    MAX_INDEX_BYTES,
+};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::runtime::Runtime;
@@ -154,6 +158,21 @@ impl Destination {
             }
         });
         result.map_err(self.store_err("read", name))
+    }
+
+    /// The dataset's `index.json`: `None` when there is none, else the parsed index or why it is
+    /// not one. Its size is checked against [`d2ae_shard::MAX_INDEX_BYTES`] before it is read.
+    pub fn index(&self) -> Result<Option<Result<DatasetIndex, IndexError>>, SinkError> {
+        match self.size(INDEX_FILE)? {
+            None => return Ok(None),
+            Some(bytes) if bytes > MAX_INDEX_BYTES => {
+                return Ok(Some(Err(IndexError::TooLarge { bytes })))
+            }
+            Some(_) => {}
+        }
+        Ok(self
+            .get(INDEX_FILE)?
+            .map(|bytes| DatasetIndex::from_json(&bytes)))
     }
 
     /// The size of `name`, or `None` when it does not exist.

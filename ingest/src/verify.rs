@@ -96,10 +96,10 @@ pub fn verify(
 ) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     let dest = Destination::open(url, store)?;
-    let bytes = dest.get(INDEX_FILE)?.ok_or_else(|| VerifyError::NoIndex {
+    let index = dest.index()?.ok_or_else(|| VerifyError::NoIndex {
         url: url.to_owned(),
     })?;
-    let index = DatasetIndex::from_json(&bytes).map_err(|source| VerifyError::BadIndex {
+    let index = index.map_err(|source| VerifyError::BadIndex {
         url: url.to_owned(),
         source,
     })?;
@@ -305,7 +305,7 @@ fn check_shard(
             problem(
                 &mut f,
                 None,
-                format!("member {name:?} is not named <key>.<ext>"),
+                format!("member {name:?} is not named <key>.<ext> with a safe key"),
             );
             return ControlFlow::Continue(());
         };

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use d2ae_shard::{open_dataset, DatasetIndex, DatasetLocation, StoreOptions, INDEX_FILE};
+use d2ae_shard::index::IndexError;
+use d2ae_shard::{
+    open_dataset, DatasetIndex, DatasetLocation, StoreOptions, INDEX_FILE, MAX_INDEX_BYTES,
+};
 use object_store::ObjectStoreExt;
 
 use crate::error::LoaderError;
@@ -23,14 +26,17 @@ impl Dataset {
             url: url.to_owned(),
             source,
         };
-        let bytes = location
-            .store
-            .get(&index_path)
-            .await
-            .map_err(read_err)?
-            .bytes()
-            .await
-            .map_err(read_err)?;
+        let found = location.store.get(&index_path).await.map_err(read_err)?;
+        // Refuse a giant index before reading a byte of it.
+        if found.meta.size > MAX_INDEX_BYTES {
+            return Err(LoaderError::Index {
+                url: url.to_owned(),
+                source: IndexError::TooLarge {
+                    bytes: found.meta.size,
+                },
+            });
+        }
+        let bytes = found.bytes().await.map_err(read_err)?;
         let index = DatasetIndex::from_json(&bytes).map_err(|source| LoaderError::Index {
             url: url.to_owned(),
             source,

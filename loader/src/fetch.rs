@@ -99,7 +99,7 @@ fn parse(
     let mut key_now = String::new();
     // Why the shard stopped early, when the visitor found the reason.
     let mut failure = None;
-    read_members(reader, |mut member| {
+    let read = read_members(reader, |mut member| {
         if cancel.is_cancelled() {
             return ControlFlow::Break(());
         }
@@ -107,7 +107,7 @@ fn parse(
             return ControlFlow::Continue(());
         }
         let Some((key, ext)) = split_member_name(member.name()) else {
-            tracing::warn!(shard = %source.name, member = %member.name(), "ignoring a member not named <key>.<ext>");
+            tracing::warn!(shard = %source.name, member = ?member.name(), "ignoring a member not named <key>.<ext> with a safe key");
             return ControlFlow::Continue(());
         };
         let (key, ext) = (key.to_owned(), ext.to_owned());
@@ -138,17 +138,23 @@ fn parse(
         }
         ControlFlow::Continue(())
     })
-    .map_err(|e| e.to_string())?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    .map_err(|e| e.to_string());
     if cancel.is_cancelled() {
         return Ok(());
     }
+    let failure = failure.or(read.err());
+    // The sample being gathered when the shard ended: on a clean end it is the last one; after
+    // an error it is kept only if all its members were read (a truncation just past a complete
+    // sample loses nothing).
     if let Some(last) = assembler.finish() {
-        let _ = tx.send_blocking(ShardMsg::Sample(last));
+        if failure.is_none() || last.is_complete() {
+            let _ = tx.send_blocking(ShardMsg::Sample(last));
+        }
     }
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// A streaming GET as a synchronous reader, resuming at the current offset after failures.

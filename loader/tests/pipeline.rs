@@ -582,3 +582,44 @@ fn more_samples_than_the_index_says_are_ignored() {
     let got = keys(&run(dir.path(), LoaderConfig::eval("train", 4)));
     assert_eq!(got, (0..10).map(|i| format!("s{i:06}")).collect::<Vec<_>>());
 }
+
+/// A shard cut right after a complete sample (here inside the next sample's first header) keeps
+/// that sample: only samples with a member missing are lost.
+#[test]
+fn a_shard_cut_after_a_complete_sample_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = synthetic_samples(3, 32, 10, "train", "jpg");
+    write_dataset(
+        dir.path(),
+        &[("train", samples.clone())],
+        3,
+        image_spec(32, "jpg"),
+        10,
+    )
+    .unwrap();
+    // Rewrite the shard sample by sample, noting where the second sample ends.
+    let mut writer = d2ae_shard::ShardWriter::new(Vec::new()).unwrap();
+    let mut cut = 0;
+    for (i, s) in samples.iter().enumerate() {
+        let members: Vec<(&str, &[u8])> = s
+            .members
+            .iter()
+            .map(|(name, data)| {
+                let (_, ext) = d2ae_shard::split_member_name(name).unwrap();
+                (ext, data.as_slice())
+            })
+            .collect();
+        writer.append_sample(&s.key, &members).unwrap();
+        if i == 1 {
+            cut = writer.compressed_bytes() as usize;
+        }
+    }
+    let (bytes, _) = writer.finish().unwrap();
+    std::fs::write(dir.path().join("train-000000.tar.zst"), &bytes[..cut + 20]).unwrap();
+    let mut loader =
+        BlockingLoader::open(&url(dir.path()), LoaderConfig::eval("train", 8), None).unwrap();
+    let got = keys(&loader.by_ref().map(|b| b.unwrap()).collect::<Vec<_>>());
+    assert_eq!(got, ["s000000", "s000001"]);
+    let m = loader.metrics();
+    assert_eq!((m.shards_failed, m.samples_lost), (1, 1));
+}

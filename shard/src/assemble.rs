@@ -41,6 +41,11 @@ pub struct RawSample {
 }
 
 impl RawSample {
+    /// Whether every member the format requires (image, `.cls`, `.json`) is here.
+    pub fn is_complete(&self) -> bool {
+        self.image.is_some() && self.cls.is_some() && self.json.is_some()
+    }
+
     /// Bytes held (for memory accounting and the bytes counter).
     pub fn size(&self) -> usize {
         self.image.as_ref().map_or(0, |(_, b)| b.len())

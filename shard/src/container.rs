@@ -37,11 +37,18 @@ pub fn member_name(key: &str, ext: &str) -> String {
 
 /// `key.ext` → (`key`, `ext`), split at the first dot of the last path component: webdataset's
 /// rule, so `a.b/c.seg.png` is key `a.b/c` with extension `seg.png`. `None` for names without an
-/// extension or whose file name starts with a dot (such members belong to no sample).
+/// extension, whose file name starts with a dot, or that are unsafe as keys: absolute, with a `..`
+/// component, or with a control character (newline, NUL, ...). Such members belong to no sample.
 ///
-/// Member names are only ever split into strings; nothing is created on a file system, so a name
-/// like `../../etc/passwd.jpg` is just an odd key.
+/// Member names are only ever split into strings; nothing is created on a file system. Unsafe
+/// names are refused anyway, since keys end up in logs, feature files and other tools' paths.
 pub fn split_member_name(name: &str) -> Option<(&str, &str)> {
+    let unsafe_name = name.starts_with('/')
+        || name.split('/').any(|part| part == "..")
+        || name.chars().any(char::is_control);
+    if unsafe_name {
+        return None;
+    }
     let base_start = name.rfind('/').map_or(0, |i| i + 1);
     let dot = base_start + name[base_start..].find('.')?;
     let (key, ext) = (&name[..dot], &name[dot + 1..]);
@@ -342,10 +349,16 @@ mod tests {
         assert_eq!(split_member_name(".hidden"), None);
         assert_eq!(split_member_name("dir/.hidden"), None);
         assert_eq!(split_member_name("trailing."), None);
-        assert_eq!(
-            split_member_name("../../etc/passwd.jpg"),
-            Some(("../../etc/passwd", "jpg"))
-        );
+        for unsafe_name in [
+            "../../etc/passwd.jpg",
+            "a/../b.jpg",
+            "/abs/k.jpg",
+            "new\nline.jpg",
+            "nul\0.jpg",
+        ] {
+            assert_eq!(split_member_name(unsafe_name), None, "{unsafe_name:?}");
+        }
+        assert_eq!(split_member_name("a..b.jpg"), Some(("a", ".b.jpg")));
         for (key, ext) in [("k", "jpg"), ("a/b", "seg.png"), ("x-1_2", "cls")] {
             assert_eq!(
                 split_member_name(&member_name(key, ext)),

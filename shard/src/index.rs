@@ -90,6 +90,11 @@ pub struct IdentityEntry {
 impl DatasetIndex {
     /// Parse and check the format name and version.
     pub fn from_json(bytes: &[u8]) -> Result<Self, IndexError> {
+        if bytes.len() as u64 > MAX_INDEX_BYTES {
+            return Err(IndexError::TooLarge {
+                bytes: bytes.len() as u64,
+            });
+        }
         let index: DatasetIndex = serde_json::from_slice(bytes).map_err(IndexError::Parse)?;
         if index.format != FORMAT_NAME {
             return Err(IndexError::NotAD2aeDataset(index.format));
@@ -100,7 +105,40 @@ impl DatasetIndex {
                 supported: FORMAT_VERSION,
             });
         }
+        index.check_counts()?;
         Ok(index)
+    }
+
+    /// Sample counts that add up: each split's total is the sum of its shards', and no sum
+    /// overflows (a hostile index could make readers' arithmetic wrap or panic).
+    fn check_counts(&self) -> Result<(), IndexError> {
+        let mut total = 0u64;
+        for (name, split) in &self.splits {
+            let listed = split
+                .shards
+                .iter()
+                .try_fold(0u64, |acc, s| acc.checked_add(s.num_samples))
+                .ok_or_else(|| IndexError::BadCounts {
+                    split: name.clone(),
+                    detail: "its shards' sample counts overflow".into(),
+                })?;
+            if listed != split.num_samples {
+                return Err(IndexError::BadCounts {
+                    split: name.clone(),
+                    detail: format!(
+                        "it claims {} samples, its shards list {listed}",
+                        split.num_samples
+                    ),
+                });
+            }
+            total = total
+                .checked_add(listed)
+                .ok_or_else(|| IndexError::BadCounts {
+                    split: name.clone(),
+                    detail: "the dataset's sample count overflows".into(),
+                })?;
+        }
+        Ok(())
     }
 
     /// Pretty JSON, as written to disk.
@@ -126,11 +164,19 @@ impl DatasetIndex {
     }
 }
 
+/// Largest `index.json` read: an index of a million shards is about 200 MB, far beyond any
+/// dataset d2ae writes (a 100-million-image dataset in 256 MiB shards has ~20,000).
+pub const MAX_INDEX_BYTES: u64 = 256 << 20;
+
 /// Problems reading an `index.json`.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("index.json is not valid: {0}")]
     Parse(#[source] serde_json::Error),
+    #[error("index.json is {bytes} bytes, over the {MAX_INDEX_BYTES}-byte limit: not an index d2ae wrote")]
+    TooLarge { bytes: u64 },
+    #[error("index.json: split {split:?}: {detail}")]
+    BadCounts { split: String, detail: String },
     #[error("index.json has format {0:?}, expected {FORMAT_NAME:?}")]
     NotAD2aeDataset(String),
     #[error("index.json has format version {found}; this build reads up to {supported}")]
@@ -182,6 +228,46 @@ mod tests {
             factors: vec![],
             rejects: BTreeMap::from([("no_face".to_owned(), 2)]),
         }
+    }
+
+    #[test]
+    fn counts_that_disagree_or_overflow_are_refused() {
+        let mut index = sample_index();
+        index.splits.get_mut("train").unwrap().num_samples = 4;
+        let err = DatasetIndex::from_json(&index.to_json()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("claims 4 samples, its shards list 3"),
+            "{err}"
+        );
+
+        let mut index = sample_index();
+        let split = index.splits.get_mut("train").unwrap();
+        let mut second = split.shards[0].clone();
+        second.num_samples = u64::MAX;
+        split.shards.push(second);
+        split.num_samples = 2;
+        let err = DatasetIndex::from_json(&index.to_json()).unwrap_err();
+        assert!(err.to_string().contains("overflow"), "{err}");
+
+        let mut index = sample_index();
+        for (name, n) in [("a", u64::MAX - 1), ("b", 5)] {
+            let mut split = index.splits["train"].clone();
+            split.shards[0].num_samples = n;
+            split.num_samples = n;
+            index.splits.insert(name.into(), split);
+        }
+        let err = DatasetIndex::from_json(&index.to_json()).unwrap_err();
+        assert!(err.to_string().contains("overflow"), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_index_is_refused_before_parsing() {
+        let huge = vec![b' '; MAX_INDEX_BYTES as usize + 1];
+        assert!(matches!(
+            DatasetIndex::from_json(&huge),
+            Err(IndexError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use container::{
 };
 pub use index::{
     DatasetIndex, IdentityEntry, ImageSpec, ShardEntry, SplitIndex, FORMAT_NAME, FORMAT_VERSION,
-    INDEX_FILE, REJECTS_FILE,
+    INDEX_FILE, MAX_INDEX_BYTES, REJECTS_FILE,
 };
 pub use key::{sample_key, shard_name};
 pub use sample::{Reject, SampleMeta};
