@@ -19,7 +19,9 @@ use d2ae_metrics::svm::{
 };
 use d2ae_metrics::table::{percent, Table};
 use d2ae_metrics::Matrix;
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
+
+use crate::tensor_file::{self, f32_bytes, HostTensor};
 use serde::{Deserialize, Serialize};
 
 use crate::features::{FeatureChoice, FeatureKind, FeatureSet};
@@ -411,45 +413,45 @@ impl Directions {
     /// Write as JSON (`.json`) or safetensors (`<t|p|c>.directions` `[A, D]`, `.weights`,
     /// `.bias` `[A]`; attribute names in the `attributes` metadata entry).
     pub fn write(&self, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+        if is_json(path) {
+            let bytes = serde_json::to_vec_pretty(self)?;
+            tensor_file::write_atomic(path, &bytes)?;
+            return Ok(());
         }
-        let bytes = if is_json(path) {
-            serde_json::to_vec_pretty(self)?
-        } else {
-            let mut host: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-            let flat = |rows: &[Vec<f32>]| -> Vec<u8> {
-                rows.iter()
-                    .flatten()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect()
-            };
-            for (k, d) in &self.kinds {
-                let n = k.tensor_name().trim_start_matches("f_");
-                let dim = d.directions.first().map_or(0, Vec::len);
-                let a = d.directions.len();
-                host.push((format!("{n}.directions"), vec![a, dim], flat(&d.directions)));
-                host.push((format!("{n}.weights"), vec![a, dim], flat(&d.weights)));
-                host.push((
-                    format!("{n}.bias"),
-                    vec![a],
-                    d.bias.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ));
-            }
-            let views = host
-                .iter()
-                .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let meta = HashMap::from([
-                ("format".to_owned(), DIRECTIONS_FORMAT.to_owned()),
-                (
-                    "attributes".to_owned(),
-                    serde_json::to_string(&self.attributes)?,
-                ),
-            ]);
-            safetensors::serialize(views, Some(meta))?
+        let mut host: Vec<HostTensor> = Vec::new();
+        let flat = |rows: &[Vec<f32>]| -> Vec<u8> {
+            rows.iter()
+                .flatten()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
         };
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+        for (k, d) in &self.kinds {
+            let n = k.tensor_name().trim_start_matches("f_");
+            let dim = d.directions.first().map_or(0, Vec::len);
+            let a = d.directions.len();
+            host.push((
+                format!("{n}.directions"),
+                Dtype::F32,
+                vec![a, dim],
+                flat(&d.directions),
+            ));
+            host.push((
+                format!("{n}.weights"),
+                Dtype::F32,
+                vec![a, dim],
+                flat(&d.weights),
+            ));
+            host.push((format!("{n}.bias"), Dtype::F32, vec![a], f32_bytes(&d.bias)));
+        }
+        let meta = HashMap::from([
+            ("format".to_owned(), DIRECTIONS_FORMAT.to_owned()),
+            (
+                "attributes".to_owned(),
+                serde_json::to_string(&self.attributes)?,
+            ),
+        ]);
+        tensor_file::write(path, &host, meta)?;
+        Ok(())
     }
 
     /// Read a file written by [`Directions::write`].

@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use d2ae_metrics::Matrix;
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
+
+use crate::tensor_file::{self, f32_bytes, HostTensor};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
@@ -317,7 +319,6 @@ impl FeatureSet {
         self.validate(path)?;
         let n = self.rows();
         let m = &self.meta;
-        let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let mut host: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = vec![
             ("f_t", Dtype::F32, vec![n, m.dim_t], f32_bytes(&self.f_t)),
             (
@@ -350,26 +351,25 @@ impl FeatureSet {
                 ));
             }
         }
-        let invalid = |e: safetensors::SafeTensorError| FeatureError::Invalid {
-            path: path.to_owned(),
-            message: e.to_string(),
-        };
-        let views = host
-            .iter()
-            .map(|(name, dtype, shape, bytes)| {
-                TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.to_string(), v))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(invalid)?;
+        let host: Vec<HostTensor> = host
+            .into_iter()
+            .map(|(name, dtype, shape, bytes)| (name.to_owned(), dtype, shape, bytes))
+            .collect();
         let metadata = HashMap::from([
             ("format".to_owned(), FORMAT.to_owned()),
             ("sidecar".to_owned(), file_name(&sidecar_path(path))),
         ]);
-        let bytes = safetensors::serialize(views, Some(metadata)).map_err(invalid)?;
-        write_file(path, &bytes)?;
+        tensor_file::write(path, &host, metadata).map_err(|e| FeatureError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         let mut json = serde_json::to_vec_pretty(m).expect("feature meta serialises");
         json.push(b'\n');
-        write_file(&sidecar_path(path), &json)
+        let side = sidecar_path(path);
+        tensor_file::write_atomic(&side, &json).map_err(|e| FeatureError::Invalid {
+            path: side.clone(),
+            message: e.to_string(),
+        })
     }
 
     /// Read `<path>` and `<path>.json`, checking that they agree.
@@ -443,19 +443,6 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), FeatureError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| FeatureError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    std::fs::write(path, bytes).map_err(|source| FeatureError::Write {
-        path: path.to_owned(),
-        source,
-    })
 }
 
 #[cfg(test)]

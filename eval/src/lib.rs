@@ -30,4 +30,5 @@ pub mod model_io;
 pub mod probe;
 pub mod progress;
 pub mod report;
+pub mod tensor_file;
 pub mod verify;
