@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use d2ae_shard::index::IndexError;
 use d2ae_shard::{
-    parse_class, read_members, split_member_name, Assembler, DatasetIndex, ImageKind, RawSample,
-    SampleMeta, ShardEntry, INDEX_FILE, MAX_MEMBER_BYTES, REJECTS_FILE,
+    parse_class, read_members, split_member_name, Assembler, DatasetIndex, ImageKind, MemberLimits,
+    RawSample, SampleMeta, ShardEntry, INDEX_FILE, REJECTS_FILE,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -291,6 +291,7 @@ fn check_shard(
     // The same member-name rule and sample assembly as the loader, so the two cannot disagree.
     let mut assembler = Assembler::default();
     let mut done_keys: HashSet<String> = HashSet::new();
+    let limits = MemberLimits::for_image(index.image.width, index.image.height);
     let read = read_members(&bytes[..], |mut member| {
         let name = member.name().to_owned();
         if !member.is_file() {
@@ -309,7 +310,7 @@ fn check_shard(
             );
             return ControlFlow::Continue(());
         };
-        let data = match member.read_body(MAX_MEMBER_BYTES) {
+        let data = match member.read_body(limits.for_ext(ext)) {
             Ok(data) => data,
             Err(e) => {
                 problem(&mut f, Some(key), e.to_string());

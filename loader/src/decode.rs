@@ -66,6 +66,9 @@ impl ImageDecoder {
         batch: &mut Batch,
         i: usize,
     ) -> Result<(), SampleFault> {
+        if raw.refused {
+            return Err(SampleFault::Oversized(raw.irregular.join("; ")));
+        }
         let (kind, bytes) = raw
             .image
             .as_ref()

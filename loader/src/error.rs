@@ -61,6 +61,8 @@ pub enum SampleFault {
     BadClass(String),
     /// The shard ended (truncated or corrupt) before this sample.
     LostWithShard,
+    /// A member was larger than the dataset's images allow; it was never read.
+    Oversized(String),
 }
 
 impl fmt::Display for SampleFault {
@@ -71,6 +73,7 @@ impl fmt::Display for SampleFault {
             SampleFault::BadJson(e) => write!(f, "bad metadata JSON: {e}"),
             SampleFault::BadClass(e) => write!(f, "bad class label: {e}"),
             SampleFault::LostWithShard => write!(f, "lost with its truncated or corrupt shard"),
+            SampleFault::Oversized(e) => write!(f, "refused: {e}"),
         }
     }
 }

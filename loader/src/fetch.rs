@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::LoaderError;
 use crate::metrics::{Counters, StageGuard};
-use d2ae_shard::{read_members, split_member_name, Assembler, RawSample, MAX_MEMBER_BYTES};
+use d2ae_shard::{read_members, split_member_name, Assembler, MemberLimits, RawSample};
 
 /// What a shard reader sends to the order stage.
 pub(crate) enum ShardMsg {
@@ -50,6 +50,8 @@ pub(crate) struct ShardSource {
     pub skip: u64,
     /// Stop once this many samples (counting the skipped ones) are through; `None`: read to the end.
     pub stop_after: Option<u64>,
+    /// Largest member of each kind read into memory (from the index's image size).
+    pub limits: MemberLimits,
 }
 
 /// Read one shard to the end (or until the receiver is gone), sending samples to `tx`.
@@ -124,7 +126,17 @@ fn parse(
             // Not this rank's sample: the tar reader skips the body without copying it.
             return ControlFlow::Continue(());
         }
-        let data = match member.read_body(MAX_MEMBER_BYTES) {
+        let limit = source.limits.for_ext(&ext);
+        if member.size() > limit {
+            // Not read at all: the tar reader skips the body. The sample is reported, not served.
+            if let Some(done) = assembler.push_refused(&key, &ext, member.size(), limit) {
+                if tx.send_blocking(ShardMsg::Sample(done)).is_err() {
+                    return ControlFlow::Break(());
+                }
+            }
+            return ControlFlow::Continue(());
+        }
+        let data = match member.read_body(limit) {
             Ok(data) => data,
             Err(e) => {
                 failure = Some(e.to_string());

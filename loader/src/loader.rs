@@ -174,6 +174,10 @@ impl Loader {
         let order = OrderStage {
             location: dataset.location().clone(),
             shards: split.shards.clone(),
+            limits: d2ae_shard::MemberLimits::for_image(
+                dataset.index().image.width,
+                dataset.index().image.height,
+            ),
             plan,
             config: config.clone(),
             first_epoch,

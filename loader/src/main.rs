@@ -367,6 +367,9 @@ async fn bench(args: &BenchArgs) -> Result<()> {
     let main = run_loader(&ds, config.clone(), None, |_| bar.inc(1)).await?;
     bar.finish_and_clear();
     let bound = memory_bound(&config, sample_bytes, stored, out);
+    // What no shard can exceed: every member at the limit the index's image size sets.
+    let limits = d2ae_shard::MemberLimits::for_image(stored.0, stored.1);
+    let worst = memory_bound(&config, limits.max_sample(), stored, out);
     report.insert("url".into(), ds.url().into());
     report.insert("split".into(), args.split.clone().into());
     report.insert("decode_threads".into(), args.threads.into());
@@ -381,6 +384,7 @@ async fn bench(args: &BenchArgs) -> Result<()> {
     report.insert("peak_rss_bytes".into(), main.peak_rss_bytes.into());
     report.insert("memory_bound_bytes".into(), bound.total.into());
     report.insert("memory_bound".into(), serde_json::to_value(&bound)?);
+    report.insert("memory_bound_enforced_bytes".into(), worst.total.into());
     report.insert("loader".into(), serde_json::to_value(&main)?);
     if args.json {
         println!("{}", serde_json::Value::Object(report));
@@ -411,11 +415,12 @@ async fn bench(args: &BenchArgs) -> Result<()> {
         main.metrics.shards_opened
     );
     println!(
-        "consumer waited {:.3} s in total; {:.1} MB/s read; peak RSS {:.1} MB (bound {:.1} MB above the {:.1} MB before)",
+        "consumer waited {:.3} s in total; {:.1} MB/s read; peak RSS {:.1} MB (bound {:.1} MB for these samples, {:.1} MB for any shard, above the {:.1} MB before)",
         main.metrics.consumer_wait_s,
         main.metrics.bytes_per_sec / 1e6,
         main.peak_rss_bytes as f64 / 1e6,
         bound.total as f64 / 1e6,
+        worst.total as f64 / 1e6,
         main.rss_before_bytes as f64 / 1e6
     );
     if main.metrics.samples_skipped + main.metrics.samples_lost > 0 {

@@ -38,6 +38,8 @@ struct Item {
 pub(crate) struct OrderStage {
     pub location: DatasetLocation,
     pub shards: Vec<ShardEntry>,
+    /// Member size limits from the index's image size.
+    pub limits: d2ae_shard::MemberLimits,
     pub plan: RankPlan,
     pub config: LoaderConfig,
     pub first_epoch: u64,
@@ -322,6 +324,7 @@ impl<'a> Readers<'a> {
                 // beyond the index's count are noticed (and ignored).
                 stop_after: (read.skip + read.take < entry.num_samples)
                     .then_some(read.skip + read.take),
+                limits: self.stage.limits,
             };
             self.stage
                 .counters

@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-use d2ae_loader::testing::synthetic_dataset;
+use d2ae_loader::testing::{
+    image_spec, synthetic_dataset, synthetic_samples, test_meta, write_dataset, TestSample,
+};
 
 fn loader_bin(args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_d2ae-loader"))
@@ -99,4 +101,58 @@ fn a_password_in_the_endpoint_is_not_echoed_in_errors() {
     );
     assert!(text.contains("http://ann:***@127.0.0.1:1"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
+}
+
+/// A shard of a few hundred KB whose `.jpg` members are 60 MiB of zeros each (under the format's
+/// 64 MiB member cap): every such member is refused unread, by the limit the index's 32×32 image
+/// size sets, and named; the real samples are still served; memory stays under a 1.5 GiB
+/// address-space cap (the old reader queue and shuffle buffer held gigabytes).
+#[test]
+fn a_shard_of_giant_zero_members_is_refused_member_by_member_within_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut samples = synthetic_samples(4, 32, 10, "train", "jpg");
+    let zeros = vec![0u8; 60 << 20];
+    for i in 4..20 {
+        let mut bomb = TestSample::new(&test_meta(i, 10, "train"), "jpg", Vec::new());
+        bomb.members[0].1 = zeros.clone();
+        samples.push(bomb);
+    }
+    // Interleave: a real sample after the bombs too.
+    samples.swap(3, 19);
+    write_dataset(
+        dir.path(),
+        &[("train", samples)],
+        20,
+        image_spec(32, "jpg"),
+        10,
+    )
+    .unwrap();
+    let shard = std::fs::metadata(dir.path().join("train-000000.tar.zst")).unwrap();
+    assert!(shard.len() < 2 << 20, "{} bytes", shard.len());
+
+    let bin = env!("CARGO_BIN_EXE_d2ae-loader");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 1572864; exec '{bin}' cat '{}'",
+            dir.path().display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(keys, ["s000000", "s000001", "s000002", "s000003"]);
+    assert!(
+        stderr.contains("62914560 bytes, over the") && stderr.contains("s000004"),
+        "{stderr}"
+    );
 }

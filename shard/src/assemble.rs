@@ -38,12 +38,15 @@ pub struct RawSample {
     /// dropped; the format may grow members) or a member that came twice (the later one is
     /// kept). Readers may log these; `verify` reports them.
     pub irregular: Vec<String>,
+    /// A member was refused for its size (noted in `irregular`): the sample must not be used.
+    pub refused: bool,
 }
 
 impl RawSample {
-    /// Whether every member the format requires (image, `.cls`, `.json`) is here.
+    /// Whether every member the format requires (image, `.cls`, `.json`) is here and none was
+    /// refused.
     pub fn is_complete(&self) -> bool {
-        self.image.is_some() && self.cls.is_some() && self.json.is_some()
+        !self.refused && self.image.is_some() && self.cls.is_some() && self.json.is_some()
     }
 
     /// Bytes held (for memory accounting and the bytes counter).
@@ -92,6 +95,30 @@ impl Assembler {
             };
             sample.irregular.push(what);
         }
+        finished
+    }
+
+    /// Note member `key.ext` of `size` bytes, refused unread for being over `limit`: its sample
+    /// is marked [`RawSample::refused`]. Returns the previous sample as [`Assembler::push`] does.
+    pub fn push_refused(
+        &mut self,
+        key: &str,
+        ext: &str,
+        size: u64,
+        limit: u64,
+    ) -> Option<RawSample> {
+        let finished = match &self.current {
+            Some(s) if s.key != key => self.current.take(),
+            _ => None,
+        };
+        let sample = self.current.get_or_insert_with(|| RawSample {
+            key: key.to_owned(),
+            ..Default::default()
+        });
+        sample.refused = true;
+        sample.irregular.push(format!(
+            "member .{ext} is {size} bytes, over the {limit}-byte limit for this dataset's samples"
+        ));
         finished
     }
 

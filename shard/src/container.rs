@@ -24,6 +24,42 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// Largest member a reader takes into memory; anything bigger is not a face crop or its metadata.
 pub const MAX_MEMBER_BYTES: u64 = 64 << 20;
 
+/// How large each member of a sample may be, for a dataset whose images are `width × height`:
+/// readers refuse a larger member before reading it, so their memory is bounded by the index's
+/// image size, not by what a shard claims. An image member may hold up to twice the raw pixels
+/// plus 1 MiB (a q100 JPEG or a PNG of noise stays far below), capped at [`MAX_MEMBER_BYTES`];
+/// `.cls`, `.json` and any other member up to 1 MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberLimits {
+    pub image: u64,
+    pub other: u64,
+}
+
+impl MemberLimits {
+    /// The limits for images of `width × height` pixels.
+    pub fn for_image(width: u32, height: u32) -> MemberLimits {
+        let raw = 3 * u64::from(width) * u64::from(height);
+        MemberLimits {
+            image: (2 * raw + (1 << 20)).min(MAX_MEMBER_BYTES),
+            other: 1 << 20,
+        }
+    }
+
+    /// The limit for a member with extension `ext`.
+    pub fn for_ext(&self, ext: &str) -> u64 {
+        if crate::assemble::ImageKind::from_ext(ext).is_some() {
+            self.image
+        } else {
+            self.other
+        }
+    }
+
+    /// The largest sample a reader can hold: an image and two other members.
+    pub fn max_sample(&self) -> u64 {
+        self.image + 2 * self.other
+    }
+}
+
 /// Extension of the class-index member.
 pub const CLASS_EXT: &str = "cls";
 

@@ -23,7 +23,7 @@ pub mod store;
 pub use assemble::{Assembler, ImageKind, RawSample};
 pub use container::{
     encode_class, member_name, parse_class, read_members, split_member_name, ContainerError,
-    Member, ShardWriter, WrittenShard, MAX_MEMBER_BYTES,
+    Member, MemberLimits, ShardWriter, WrittenShard, MAX_MEMBER_BYTES,
 };
 pub use index::{
     DatasetIndex, IdentityEntry, ImageSpec, ShardEntry, SplitIndex, FORMAT_NAME, FORMAT_VERSION,
