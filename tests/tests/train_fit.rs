@@ -338,4 +338,33 @@ fn faults_are_reported_clearly() {
         run.path().to_str().unwrap(),
         &["--steps", "3", "--resume"],
     ));
+
+    // A file-size limit smaller than a checkpoint (`ulimit -f`, here 4 MiB): a clear error naming
+    // the checkpoint, not a kill by SIGXFSZ, and no partial file left beside the checkpoints.
+    let run = tempfile::tempdir().unwrap();
+    let train = fit(&data, run.path().to_str().unwrap(), &["--steps", "2"]);
+    let args: Vec<String> = train
+        .get_args()
+        .map(|a| format!("'{}'", a.to_str().unwrap()))
+        .collect();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 8192; exec '{}' {}",
+            train.get_program().to_str().unwrap(),
+            args.join(" ")
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(out.status.code().is_some(), "killed by a signal: {err}");
+    assert!(
+        err.contains("step-00000002.safetensors") && err.contains("File too large"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(run.path().join("checkpoints"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

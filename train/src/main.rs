@@ -53,6 +53,12 @@ struct InfoArgs {
 }
 
 fn main() {
+    // A file-size limit (`ulimit -f`) must be an error we report and clean up after (EFBIG from
+    // the write, the staging file removed), not SIGXFSZ killing the process mid-checkpoint.
+    // SAFETY: setting a signal's disposition to ignore before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
