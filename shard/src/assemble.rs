@@ -64,9 +64,9 @@ pub struct Assembler {
 }
 
 impl Assembler {
-    /// Add member `key.ext` with `data`; returns the previous sample when this member starts a
-    /// new one. Unknown extensions and repeats are noted in [`RawSample::irregular`].
-    pub fn push(&mut self, key: &str, ext: &str, data: Bytes) -> Option<RawSample> {
+    /// The sample that member key `key` belongs to, and the previous sample if `key` starts a
+    /// new one.
+    fn sample_for(&mut self, key: &str) -> (Option<RawSample>, &mut RawSample) {
         let finished = match &self.current {
             Some(s) if s.key != key => self.current.take(),
             _ => None,
@@ -75,6 +75,13 @@ impl Assembler {
             key: key.to_owned(),
             ..Default::default()
         });
+        (finished, sample)
+    }
+
+    /// Add member `key.ext` with `data`; returns the previous sample when this member starts a
+    /// new one. Unknown extensions and repeats are noted in [`RawSample::irregular`].
+    pub fn push(&mut self, key: &str, ext: &str, data: Bytes) -> Option<RawSample> {
+        let (finished, sample) = self.sample_for(key);
         let repeated = if let Some(kind) = ImageKind::from_ext(ext) {
             sample.image.replace((kind, data)).is_some()
         } else if ext == CLASS_EXT {
@@ -107,14 +114,7 @@ impl Assembler {
         size: u64,
         limit: u64,
     ) -> Option<RawSample> {
-        let finished = match &self.current {
-            Some(s) if s.key != key => self.current.take(),
-            _ => None,
-        };
-        let sample = self.current.get_or_insert_with(|| RawSample {
-            key: key.to_owned(),
-            ..Default::default()
-        });
+        let (finished, sample) = self.sample_for(key);
         sample.refused = true;
         sample.irregular.push(format!(
             "member .{ext} is {size} bytes, over the {limit}-byte limit for this dataset's samples"

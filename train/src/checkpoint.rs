@@ -649,6 +649,15 @@ mod tests {
         }
     }
 
+    /// A checkpoints directory on local disk at `dir`.
+    fn local_dir(dir: &std::path::Path) -> CheckpointDir {
+        let options = StoreOptions {
+            create_local: true,
+            ..Default::default()
+        };
+        CheckpointDir::new(open_dataset(dir.to_str().unwrap(), &options).unwrap())
+    }
+
     fn tensors() -> (BTreeMap<String, Tensor>, BTreeMap<String, Tensor>) {
         let model = BTreeMap::from([(
             "enc.conv.weight".to_string(),
@@ -664,15 +673,7 @@ mod tests {
     #[tokio::test]
     async fn saves_loads_and_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
-        let loc = open_dataset(
-            dir.path().to_str().unwrap(),
-            &StoreOptions {
-                create_local: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let ckpts = CheckpointDir::new(loc);
+        let ckpts = local_dir(dir.path());
         assert!(matches!(
             ckpts.load_latest().await,
             Err(CheckpointError::None { .. })
@@ -692,15 +693,7 @@ mod tests {
     #[tokio::test]
     async fn resume_falls_back_past_a_truncated_or_overwritten_newest_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let loc = open_dataset(
-            dir.path().to_str().unwrap(),
-            &StoreOptions {
-                create_local: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let ckpts = CheckpointDir::new(loc);
+        let ckpts = local_dir(dir.path());
         let (model, optim) = tensors();
         for step in [10, 20, 30] {
             let bytes = encode(&meta(step), &model, &optim).unwrap();
