@@ -7,6 +7,12 @@ use d2ae_ingest::cli::{default_workers, run_ingest, Cli, Command};
 use d2ae_ingest::{bench, synth, verify};
 
 fn main() -> ExitCode {
+    // A file-size limit (`ulimit -f`) must be a write error we report and clean up after, not
+    // SIGXFSZ killing the process with a temporary shard left behind.
+    // SAFETY: setting a signal's disposition to ignore before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -136,3 +136,72 @@ fn a_scraped_folder_ingests_without_hanging_mislabelling_or_leaking() {
     let (ok, report) = verify(out.to_str().unwrap(), &[]);
     assert!(ok, "{report}");
 }
+
+/// A file-size limit smaller than a shard (`ulimit -f`): ingest stops with the write error and the
+/// shard's name, is not killed by SIGXFSZ, and leaves no temporary shard in the destination.
+#[test]
+fn a_file_size_limit_is_a_clear_error_with_nothing_half_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("raw");
+    for (i, name) in ["000093.jpg", "000114.jpg", "000131.jpg", "000149.jpg"]
+        .iter()
+        .enumerate()
+    {
+        copy_photo(name, &root.join(format!("p{}/{name}", i % 2)));
+    }
+    let out = tmp.path().join("out");
+    let bin = d2ae_tests::bin("d2ae-ingest");
+    // 64 blocks of 512 bytes (dash's unit): less than one 235x235 JPEG.
+    let output = run_with_deadline(
+        std::process::Command::new("sh").arg("-c").arg(format!(
+            "ulimit -f 64; exec '{}' '{}' --out '{}' --aligned --val-fraction 0",
+            bin.display(),
+            root.display(),
+            out.display()
+        )),
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.code().is_some(),
+        "killed by a signal: {stderr}"
+    );
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("train-000000.tar.zst") && stderr.contains("File too large"),
+        "{stderr}"
+    );
+    // Nothing looks finished (no shard or index in the destination root), and what the run kept
+    // under _partial/ is its resume state, with no half-written shard among it.
+    let root_files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !root_files
+            .iter()
+            .any(|n| n.ends_with(".tar.zst") || n == "index.json"),
+        "{root_files:?}"
+    );
+    let partial: Vec<String> = walk(&out.join("_partial"));
+    assert!(
+        !partial
+            .iter()
+            .any(|n| n.ends_with(".tar.zst") || n.contains(".tmp") || n.contains('#')),
+        "half-written files left: {partial:?}"
+    );
+}
+
+/// File names under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
