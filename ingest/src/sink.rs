@@ -21,8 +21,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use d2ae_shard::index::IndexError;
 use d2ae_shard::{
-    open_dataset, DatasetIndex, DatasetLocation, StoreError, StoreOptions, INDEX_FILE,
-    MAX_INDEX_BYTES,
+    open_dataset, DatasetIndex, DatasetLocation, ReadIndexError, StoreError, StoreOptions,
+    INDEX_FILE,
 };
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -161,18 +161,14 @@ impl Destination {
     }
 
     /// The dataset's `index.json`: `None` when there is none, else the parsed index or why it is
-    /// not one. Its size is checked against [`d2ae_shard::MAX_INDEX_BYTES`] before it is read.
+    /// not one ([`DatasetLocation::read_index`]: one request, the size checked before reading).
     pub fn index(&self) -> Result<Option<Result<DatasetIndex, IndexError>>, SinkError> {
-        match self.size(INDEX_FILE)? {
-            None => return Ok(None),
-            Some(bytes) if bytes > MAX_INDEX_BYTES => {
-                return Ok(Some(Err(IndexError::TooLarge { bytes })))
-            }
-            Some(_) => {}
+        match self.runtime.block_on(self.location.read_index()) {
+            Ok(index) => Ok(Some(Ok(index))),
+            Err(ReadIndexError::Index(e)) => Ok(Some(Err(e))),
+            Err(ReadIndexError::Store(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(ReadIndexError::Store(e)) => Err(self.store_err("read", INDEX_FILE)(e)),
         }
-        Ok(self
-            .get(INDEX_FILE)?
-            .map(|bytes| DatasetIndex::from_json(&bytes)))
     }
 
     /// The size of `name`, or `None` when it does not exist.

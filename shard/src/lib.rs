@@ -32,7 +32,7 @@ pub use index::{
 pub use key::{sample_key, shard_name};
 pub use sample::{Reject, SampleMeta};
 pub use store::{
-    open_dataset, redact_credentials, DatasetLocation, StoreError, StoreOptions,
+    open_dataset, redact_credentials, DatasetLocation, ReadIndexError, StoreError, StoreOptions,
     DEFAULT_IDLE_TIMEOUT,
 };
 

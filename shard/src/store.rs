@@ -15,7 +15,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
 /// How to open a store beyond what the URL says.
 #[derive(Debug, Clone, Default)]
@@ -99,7 +99,35 @@ pub struct DatasetLocation {
     pub local_dir: Option<PathBuf>,
 }
 
+/// Why [`DatasetLocation::read_index`] found no usable `index.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadIndexError {
+    /// The store could not be read (`NotFound` when the dataset has no index).
+    #[error(transparent)]
+    Store(object_store::Error),
+    /// The file is there but is not an index we can use.
+    #[error(transparent)]
+    Index(crate::index::IndexError),
+}
+
 impl DatasetLocation {
+    /// Read and parse the dataset's `index.json` in one request, refusing one over
+    /// [`crate::MAX_INDEX_BYTES`] from its size before reading a byte of it.
+    pub async fn read_index(&self) -> Result<crate::DatasetIndex, ReadIndexError> {
+        let found = self
+            .store
+            .get(&self.child(crate::INDEX_FILE))
+            .await
+            .map_err(ReadIndexError::Store)?;
+        if found.meta.size > crate::MAX_INDEX_BYTES {
+            return Err(ReadIndexError::Index(crate::index::IndexError::TooLarge {
+                bytes: found.meta.size,
+            }));
+        }
+        let bytes = found.bytes().await.map_err(ReadIndexError::Store)?;
+        crate::DatasetIndex::from_json(&bytes).map_err(ReadIndexError::Index)
+    }
+
     /// The object path of `name` under the dataset root; `/` in `name` separates directories,
     /// the same with and without a prefix.
     pub fn child(&self, name: &str) -> Path {
@@ -347,6 +375,29 @@ mod tests {
         };
         assert_eq!(opts.idle_timeout(), Duration::from_millis(1500));
         assert_eq!(retry_config(&opts).retry_timeout, Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_index_is_refused_from_its_size_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        // Sparse: the size says 256 MiB + 1, no byte of it is written or read.
+        std::fs::File::create(dir.path().join(crate::INDEX_FILE))
+            .unwrap()
+            .set_len(crate::MAX_INDEX_BYTES + 1)
+            .unwrap();
+        let loc = open_dataset(dir.path().to_str().unwrap(), &StoreOptions::default()).unwrap();
+        assert!(matches!(
+            loc.read_index().await,
+            Err(ReadIndexError::Index(
+                crate::index::IndexError::TooLarge { .. }
+            ))
+        ));
+        let empty = tempfile::tempdir().unwrap();
+        let loc = open_dataset(empty.path().to_str().unwrap(), &StoreOptions::default()).unwrap();
+        assert!(matches!(
+            loc.read_index().await,
+            Err(ReadIndexError::Store(object_store::Error::NotFound { .. }))
+        ));
     }
 
     #[test]
