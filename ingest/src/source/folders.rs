@@ -106,29 +106,41 @@ fn collect_images(
 mod tests {
     use super::*;
 
-    #[test]
-    fn lists_identities_recursively_and_sorted() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        for f in [
-            "bob/2.jpg",
-            "bob/1.PNG",
-            "alice/sub/x.jpeg",
-            "alice/notes.txt",
-            "top.jpg",
-        ] {
+    /// Create each of `files` (with its directories) under `root`.
+    fn touch(root: &Path, files: &[&str]) {
+        for f in files {
             let p = root.join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, b"x").unwrap();
         }
+    }
+
+    /// (identity, source) of each listed item.
+    fn listed(ds: &SourceDataset) -> Vec<(&str, &str)> {
+        ds.items
+            .iter()
+            .map(|i| (i.identity.as_str(), i.source.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn lists_identities_recursively_and_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        touch(
+            root,
+            &[
+                "bob/2.jpg",
+                "bob/1.PNG",
+                "alice/sub/x.jpeg",
+                "alice/notes.txt",
+                "top.jpg",
+            ],
+        );
         std::fs::create_dir_all(root.join(".cache")).unwrap();
         std::fs::write(root.join(".cache/y.jpg"), b"x").unwrap();
         let ds = load(root).unwrap();
-        let listed: Vec<_> = ds
-            .items
-            .iter()
-            .map(|i| (i.identity.as_str(), i.source.as_str()))
-            .collect();
+        let listed = listed(&ds);
         assert_eq!(
             listed,
             vec![
@@ -144,11 +156,7 @@ mod tests {
     fn symlink_loops_and_second_links_are_walked_once() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for f in ["dave/d.jpg", "erin/e.jpg", "erin/anim.gif"] {
-            let p = root.join(f);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, b"x").unwrap();
-        }
+        touch(root, &["dave/d.jpg", "erin/e.jpg", "erin/anim.gif"]);
         std::os::unix::fs::symlink("..", root.join("erin/loop")).unwrap();
         std::os::unix::fs::symlink(".", root.join("erin/self")).unwrap();
         std::os::unix::fs::symlink("../dave", root.join("erin/dave-again")).unwrap();
@@ -157,11 +165,7 @@ mod tests {
         std::fs::write(outside.path().join("f.jpg"), b"x").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("frank")).unwrap();
         let ds = load(root).unwrap();
-        let listed: Vec<_> = ds
-            .items
-            .iter()
-            .map(|i| (i.identity.as_str(), i.source.as_str()))
-            .collect();
+        let listed = listed(&ds);
         assert_eq!(
             listed,
             vec![
