@@ -293,7 +293,7 @@ fn check_shard(
     let mut done_keys: HashSet<String> = HashSet::new();
     let limits = MemberLimits::for_image(index.image.width, index.image.height);
     let read = read_members(&bytes[..], |mut member| {
-        let name = member.name().to_owned();
+        let name = member.name();
         if !member.is_file() {
             problem(
                 &mut f,
@@ -302,7 +302,7 @@ fn check_shard(
             );
             return ControlFlow::Continue(());
         }
-        let Some((key, ext)) = split_member_name(&name) else {
+        let Some((key, ext)) = split_member_name(name) else {
             problem(
                 &mut f,
                 None,

@@ -108,11 +108,11 @@ fn parse(
         if !member.is_file() {
             return ControlFlow::Continue(());
         }
-        let Some((key, ext)) = split_member_name(member.name()) else {
-            tracing::warn!(shard = %source.name, member = ?member.name(), "ignoring a member not named <key>.<ext> with a safe key");
+        let name = member.name();
+        let Some((key, ext)) = split_member_name(name) else {
+            tracing::warn!(shard = %source.name, member = ?name, "ignoring a member not named <key>.<ext> with a safe key");
             return ControlFlow::Continue(());
         };
-        let (key, ext) = (key.to_owned(), ext.to_owned());
         if started == 0 || key != key_now {
             if source.stop_after == Some(started) {
                 // Every sample this rank needs from the shard is through (the last one completed
@@ -120,16 +120,17 @@ fn parse(
                 return ControlFlow::Break(());
             }
             started += 1;
-            key_now.clone_from(&key);
+            key_now.clear();
+            key_now.push_str(key);
         }
         if started <= source.skip {
             // Not this rank's sample: the tar reader skips the body without copying it.
             return ControlFlow::Continue(());
         }
-        let limit = source.limits.for_ext(&ext);
+        let limit = source.limits.for_ext(ext);
         if member.size() > limit {
             // Not read at all: the tar reader skips the body. The sample is reported, not served.
-            if let Some(done) = assembler.push_refused(&key, &ext, member.size(), limit) {
+            if let Some(done) = assembler.push_refused(key, ext, member.size(), limit) {
                 if tx.send_blocking(ShardMsg::Sample(done)).is_err() {
                     return ControlFlow::Break(());
                 }
@@ -143,7 +144,7 @@ fn parse(
                 return ControlFlow::Break(());
             }
         };
-        if let Some(done) = assembler.push(&key, &ext, Bytes::from(data)) {
+        if let Some(done) = assembler.push(key, ext, Bytes::from(data)) {
             if tx.send_blocking(ShardMsg::Sample(done)).is_err() {
                 return ControlFlow::Break(());
             }

@@ -220,16 +220,18 @@ pub enum ContainerError {
 
 /// One tar member as [`read_members`] meets it. Its body is read only on request.
 pub struct Member<'a> {
-    name: String,
+    name: &'a str,
     size: u64,
     is_file: bool,
     body: &'a mut dyn Read,
 }
 
-impl Member<'_> {
+impl<'a> Member<'a> {
     /// The member's full name (lossily UTF-8), directories included.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// Borrowed for the whole visit, not from `self`, so a caller can hold the name (or the key
+    /// and extension split from it) while reading the body.
+    pub fn name(&self) -> &'a str {
+        self.name
     }
 
     /// The body's size as the header gives it.
@@ -246,7 +248,7 @@ impl Member<'_> {
     pub fn read_body(&mut self, limit: u64) -> Result<Vec<u8>, ContainerError> {
         if self.size > limit {
             return Err(ContainerError::MemberTooLarge {
-                name: self.name.clone(),
+                name: self.name.to_owned(),
                 size: self.size,
                 limit,
             });
@@ -255,7 +257,7 @@ impl Member<'_> {
         self.body
             .read_to_end(&mut data)
             .map_err(|source| ContainerError::Body {
-                name: self.name.clone(),
+                name: self.name.to_owned(),
                 source,
             })?;
         Ok(data)
@@ -279,7 +281,7 @@ pub fn read_members<R: Read>(
         let size = entry.size();
         let is_file = entry.header().entry_type().is_file();
         let member = Member {
-            name,
+            name: &name,
             size,
             is_file,
             body: &mut entry,
