@@ -188,8 +188,6 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     /// Whether `meta` came from a training checkpoint (`false`: a model file).
     pub has_train_state: bool,
-    /// The metadata's `extra.<key>` entries, without the prefix.
-    pub extra: BTreeMap<String, String>,
     /// Model variables by VarStore name.
     pub model: BTreeMap<String, Tensor>,
     /// Optimizer buffers by parameter name (empty in a model file).
@@ -250,10 +248,6 @@ pub fn decode(path: &str, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
             reason: format!("format {format:?}, expected `{FORMAT}` (not written by d2ae)"),
         });
     }
-    let extra: BTreeMap<String, String> = metadata
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("extra.")?.to_string(), v.clone())))
-        .collect();
     // A training checkpoint says everything in its train state; a model file only in its header.
     let (meta, has_train_state) = match metadata.get(META_KEY) {
         Some(json) => {
@@ -267,7 +261,11 @@ pub fn decode(path: &str, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         None => {
             let header = header_of(path, &metadata)?;
             let meta = CheckpointMeta {
-                step: extra.get("step").and_then(|s| s.parse().ok()).unwrap_or(0),
+                step: header
+                    .extra
+                    .get("step")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
                 epoch: 0,
                 num_identities: header.num_identities,
                 preset: header.config.name.clone(),
@@ -290,7 +288,6 @@ pub fn decode(path: &str, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     Ok(Checkpoint {
         meta,
         has_train_state,
-        extra,
         model,
         optim,
     })
