@@ -3,9 +3,10 @@
 set, synth.json), writes summary.json beside the report and prints the table.
 
 summary.json holds, for each of t, p, c: verification accuracy (mean ± std over folds, TPR at
-FPR 1e-3) and mean attribute accuracy, per-attribute accuracies, which attributes are identity-
+FPR 1e-3 and 1e-2) and mean attribute accuracy, per-attribute accuracies, which attributes are identity-
 independent by construction, and the R² of background colour (and every other factor) from each
-feature; per-fold verification accuracies; and the autoencoder's fidelity (`reconstruction`, `swap`,
+feature; per-fold verification accuracies; with a baseline run, its f_T verification (`baseline`,
+Table 2); with applied factors, each one's R² from each feature (`applied_factor_r2`); and the autoencoder's fidelity (`reconstruction`, `swap`,
 `edit` from report.json's `fidelity`: PSNR against the mean-image floor, identity swaps and attribute
 edits re-encoded). With synth.json, the swap's attributes kept and the edit flip rate are recomputed
 over the identity-independent attributes (the ones f_P should carry), the all-attribute values kept
@@ -25,6 +26,19 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
+def verification(r):
+    """summary.json's verification entry of one feature's result in report.json."""
+    rep = r["report"]
+    return {
+        "accuracy": rep["accuracy_mean"],
+        "accuracy_std": rep["accuracy_std"],
+        "tpr_at_fpr_1e-3": r.get("tpr_at_1e3"),
+        "tpr_at_fpr_1e-2": r.get("tpr_at_1e2"),
+        "auc": rep["auc"],
+        "fold_accuracies": [f["accuracy"] for f in rep.get("folds", [])],
+    }
+
+
 def summarize(report, synth):
     out = {
         "run": report.get("run"),
@@ -36,14 +50,17 @@ def summarize(report, synth):
     if ver:
         out["pairs"] = ver.get("pairs_used")
         for r in ver["results"]:
-            rep = r["report"]
-            out["features"][r["feature"]]["verification"] = {
-                "accuracy": rep["accuracy_mean"],
-                "accuracy_std": rep["accuracy_std"],
-                "tpr_at_fpr_1e-3": r.get("tpr_at_1e3"),
-                "auc": rep["auc"],
-                "fold_accuracies": [f["accuracy"] for f in rep.get("folds", [])],
-            }
+            out["features"][r["feature"]]["verification"] = verification(r)
+    base = report.get("baseline")
+    if base:
+        t = [r for r in base["verification"]["results"] if r["feature"] == "t"]
+        out["baseline"] = {"run": base["run"], "step": base["step"],
+                           "verification": verification(t[0]) if t else None}
+    applied = report.get("applied_factors")
+    if applied:
+        out["applied_factor_r2"] = {
+            row["name"]: {k: fit["r2"] for k, fit in row["fits"].items()} for row in applied["factors"]
+        }
     attrs = report.get("attributes")
     independent = synth.get("identity_independent", []) if synth else []
     dependent = synth.get("identity_dependent", []) if synth else []
@@ -163,8 +180,8 @@ def fidelity_table(s):
 def table(s):
     lines = []
     has_ind = bool(s.get("identity_independent"))
-    head = "| feature      | verification acc. | TPR@1e-3 | mean attr. acc. |"
-    rule = "|---|---|---|---|"
+    head = "| feature      | verification acc. | TPR@1e-3 | TPR@1e-2 | mean attr. acc. |"
+    rule = "|---|---|---|---|---|"
     if has_ind:
         head += " identity-indep. attr. | identity-dep. attr. | background R² |"
         rule += "---|---|---|"
@@ -175,7 +192,10 @@ def table(s):
         acc = v.get("accuracy")
         std = v.get("accuracy_std")
         ver = "      —" if acc is None else f"{100 * acc:6.2f} ± {100 * std:5.2f}"
-        row = f"| {NAMES[k]:<12} | {ver:>17} | {pct(v.get('tpr_at_fpr_1e-3'))} | {pct(f.get('mean_attribute_accuracy'))} |"
+        row = (
+            f"| {NAMES[k]:<12} | {ver:>17} | {pct(v.get('tpr_at_fpr_1e-3'))} | {pct(v.get('tpr_at_fpr_1e-2'))} |"
+            f" {pct(f.get('mean_attribute_accuracy'))} |"
+        )
         if has_ind:
             bg = s.get("background_r2", {}).get(k)
             row += (
@@ -203,6 +223,18 @@ def table(s):
             if flips:
                 row += f" {num(swaps.get(n, {}).get('ratio'), '.3f')} | {pct(flips.get(n))} |"
             lines.append(row)
+    base = (s.get("baseline") or {}).get("verification")
+    ours = s["features"]["t"].get("verification")
+    if base and ours:
+        lines += ["", "| Table 2 (f_T) | verification acc. | TPR@1e-2 |", "|---|---|---|"]
+        for name, v in (("Baseline", base), ("D2AE", ours)):
+            lines.append(f"| {name} | {100 * v['accuracy']:6.2f} ± {100 * v['accuracy_std']:5.2f} |"
+                         f" {pct(v.get('tpr_at_fpr_1e-2'))} |")
+    applied = s.get("applied_factor_r2")
+    if applied:
+        lines += ["", "| applied factor | R² f_T | R² f_P |", "|---|---|---|"]
+        for n, fits in applied.items():
+            lines.append(f"| {n} | {num(fits.get('t'), '.3f')} | {num(fits.get('p'), '.3f')} |")
     lines += fidelity_table(s)
     return "\n".join(lines)
 

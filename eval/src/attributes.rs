@@ -200,15 +200,6 @@ pub fn attributes(set: &FeatureSet, args: &AttributesArgs) -> Result<AttributesO
     let val_y = plan.val.as_ref().map(|v| labels(v));
     let kinds = args.feature.kinds(set);
     let mut reports = Vec::new();
-    let mut factors: Vec<FactorRow> = set
-        .meta
-        .factor_names
-        .iter()
-        .map(|n| FactorRow {
-            name: n.clone(),
-            fits: HashMap::new(),
-        })
-        .collect();
     for &kind in &kinds {
         let (buf, cols) = set.features(kind)?;
         let m = FeatureSet::matrix(&buf, cols);
@@ -249,12 +240,9 @@ pub fn attributes(set: &FeatureSet, args: &AttributesArgs) -> Result<AttributesO
             }
             reports.push((kind, report));
         }
-        for (f, row) in factors.iter_mut().enumerate() {
-            let fit = fit_factor(set, &m, f, &plan)
-                .with_context(|| format!("regressing factor {} on {}", row.name, kind.label()))?;
-            row.fits.insert(kind, fit);
-        }
     }
+    let all_factors: Vec<usize> = (0..set.meta.factor_names.len()).collect();
+    let factors = regress_factors(set, &plan, &kinds, &all_factors)?;
     let mut rows: Vec<AttributeRow> = used_names
         .iter()
         .map(|n| AttributeRow {
@@ -327,6 +315,33 @@ fn every_kth(rows: &[usize], k: usize) -> (Vec<usize>, Vec<usize>) {
         }
     }
     (rest, held)
+}
+
+/// Held-out R² of each factor in `which` (column numbers) regressed on each feature kind, fitted
+/// on the plan's training rows and scored on its test rows.
+pub fn regress_factors(
+    set: &FeatureSet,
+    plan: &SplitPlan,
+    kinds: &[FeatureKind],
+    which: &[usize],
+) -> Result<Vec<FactorRow>> {
+    let mut rows: Vec<FactorRow> = which
+        .iter()
+        .map(|&f| FactorRow {
+            name: set.meta.factor_names[f].clone(),
+            fits: HashMap::new(),
+        })
+        .collect();
+    for &kind in kinds {
+        let (buf, cols) = set.features(kind)?;
+        let m = FeatureSet::matrix(&buf, cols);
+        for (row, &f) in rows.iter_mut().zip(which) {
+            let fit = fit_factor(set, &m, f, plan)
+                .with_context(|| format!("regressing factor {} on {}", row.name, kind.label()))?;
+            row.fits.insert(kind, fit);
+        }
+    }
+    Ok(rows)
 }
 
 /// Held-out R² of factor `f` regressed on the features `m`, over rows where it is known.
@@ -569,15 +584,15 @@ pub fn table(out: &AttributesOutput) -> Table {
 }
 
 /// Factor R² for people.
-pub fn factor_table(out: &AttributesOutput) -> Table {
+pub fn factor_table(factors: &[FactorRow]) -> Table {
     let kinds: Vec<FeatureKind> = FeatureKind::ALL
         .into_iter()
-        .filter(|k| out.factors.iter().any(|f| f.fits.contains_key(k)))
+        .filter(|k| factors.iter().any(|f| f.fits.contains_key(k)))
         .collect();
     let mut headers = vec!["factor".to_owned()];
     headers.extend(kinds.iter().map(|k| format!("R² {}", k.label())));
     let mut t = Table::new(headers);
-    for f in &out.factors {
+    for f in factors {
         let mut cells = vec![f.name.clone()];
         cells.extend(
             kinds
@@ -623,7 +638,7 @@ pub fn run(args: &AttributesArgs) -> Result<()> {
     }
     if !out.factors.is_empty() {
         println!("\nheld-out R² of each factor regressed on the features:");
-        print!("{}", factor_table(&out));
+        print!("{}", factor_table(&out.factors));
     }
     if let Some(p) = &out.plot {
         println!("f_P − f_T chart → {p}");

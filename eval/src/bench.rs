@@ -164,6 +164,8 @@ pub fn bench(args: &BenchArgs) -> Result<BenchOutput> {
         splits: vec![],
         out: PathBuf::new(),
         flip,
+        apply_factors: false,
+        factor_seed: 0,
         concat: false,
         batch_size: args.batch_size,
         device: args.device.clone(),

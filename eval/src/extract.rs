@@ -14,8 +14,9 @@ use clap::Args;
 use d2ae_loader::{BlockingLoader, LoaderConfig};
 use serde::Serialize;
 
+use crate::applied_factors::{self, AppliedFactors};
 use crate::features::{FeatureMeta, FeatureSet, FORMAT};
-use crate::model_io::{self, encode_u8, images_tensor, to_vec_f32};
+use crate::model_io::{self, encode_with, images_tensor, to_vec_f32};
 
 /// `d2ae-eval extract`
 #[derive(Debug, Clone, Args)]
@@ -37,6 +38,17 @@ pub struct ExtractArgs {
     /// its mirror image (twice the compute).
     #[arg(long)]
     pub flip: bool,
+    /// Apply a known mirror flip, brightness offset, shift and scale, drawn for each image from
+    /// the seed and its key, before encoding, and store them as the rows' factors
+    /// (`applied_flip`, `applied_brightness`, `applied_shift_x`, `applied_shift_y`,
+    /// `applied_scale`) in place of the dataset's own (which a flip or a shift would falsify):
+    /// `attributes` then says how well f_T and f_P predict each, on photos that have no such
+    /// labels of their own.
+    #[arg(long)]
+    pub apply_factors: bool,
+    /// Seed of the --apply-factors draws.
+    #[arg(long, default_value_t = 0)]
+    pub factor_seed: u64,
     /// Also store f_C = [f_T, f_P] in the file (readers here rebuild it when absent).
     #[arg(long)]
     pub concat: bool,
@@ -70,6 +82,8 @@ pub struct ExtractSummary {
     pub dim_t: usize,
     pub dim_p: usize,
     pub flip: bool,
+    /// `--apply-factors`' seed, when it was given.
+    pub applied_factors_seed: Option<u64>,
     pub seconds: f64,
     pub images_per_sec: f64,
 }
@@ -154,8 +168,23 @@ pub fn extract_with(
         for batch in loader {
             let batch = batch.with_context(|| format!("reading split {split} of {}", args.data))?;
             let images = images_tensor(&batch.images, batch.n, batch.height, batch.width);
-            let (t, p) = encode_u8(model, &images, device, args.flip)
-                .with_context(|| format!("encoding a batch of split {split}"))?;
+            let applied: Vec<AppliedFactors> = if args.apply_factors {
+                batch
+                    .keys
+                    .iter()
+                    .map(|k| AppliedFactors::draw(k, args.factor_seed))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let (t, p) = encode_with(model, &images, device, args.flip, |x| {
+                if applied.is_empty() {
+                    x
+                } else {
+                    applied_factors::apply(&x, &applied)
+                }
+            })
+            .with_context(|| format!("encoding a batch of split {split}"))?;
             dim_t = t.size()[1] as usize;
             f_t.extend(to_vec_f32(&t)?);
             if let Some(p) = p {
@@ -173,7 +202,15 @@ pub fn extract_with(
             }
             meta_rows.identity.extend_from_slice(&batch.identities);
             meta_rows.attributes.extend_from_slice(&batch.attributes);
-            meta_rows.factors.extend_from_slice(&batch.factors);
+            if applied.is_empty() {
+                meta_rows.factors.extend_from_slice(&batch.factors);
+            } else {
+                // The applied factors replace the dataset's own: a flip mirrors a yaw or a light
+                // direction, a shift moves a translation, so those labels no longer hold.
+                for a in &applied {
+                    meta_rows.factors.extend_from_slice(&a.values());
+                }
+            }
             count += batch.n;
             bar.inc(batch.n as u64);
         }
@@ -194,7 +231,7 @@ pub fn extract_with(
             identity_names: meta_rows.identity_names,
             splits: meta_rows.splits,
             attribute_names: index.attributes.clone(),
-            factor_names: index.factors.clone(),
+            factor_names: factor_names(&index.factors, args.apply_factors),
             checkpoint: m.source.clone(),
             step: m.step,
             model_config: m.model_config.clone(),
@@ -222,10 +259,23 @@ pub fn extract_with(
         dim_t,
         dim_p,
         flip: args.flip,
+        applied_factors_seed: args.apply_factors.then_some(args.factor_seed),
         seconds,
         images_per_sec: rows as f64 / seconds.max(1e-9),
     };
     Ok((set, summary))
+}
+
+/// The dataset's factor names, or the applied ones instead.
+fn factor_names(own: &[String], applied: bool) -> Vec<String> {
+    if applied {
+        applied_factors::NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    } else {
+        own.to_vec()
+    }
 }
 
 /// Read a dataset's `index.json` (to list its splits and names before loading).

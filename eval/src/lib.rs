@@ -19,6 +19,7 @@
 //! the reusable pieces ([`features`], [`grid`]) have typed errors.
 
 pub mod analyze;
+pub mod applied_factors;
 pub mod attributes;
 pub mod bench;
 pub mod edit;

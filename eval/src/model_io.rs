@@ -34,8 +34,20 @@ pub fn encode_u8(
     device: Device,
     flip: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    encode_with(model, images, device, flip, |x| x)
+}
+
+/// [`encode_u8`] with `transform` applied to the normalised images (on the model's device)
+/// before the encoder sees them.
+pub fn encode_with(
+    model: &D2ae,
+    images: &Tensor,
+    device: Device,
+    flip: bool,
+    transform: impl FnOnce(Tensor) -> Tensor,
+) -> Result<(Tensor, Option<Tensor>)> {
     tch::no_grad(|| -> Result<(Tensor, Option<Tensor>)> {
-        let x = normalise(images, device)?;
+        let x = transform(normalise(images, device)?);
         let (mut f_t, mut f_p) = model.encode(&x)?;
         if flip {
             let (ft2, fp2) = model.encode(&x.flip([3]))?;

@@ -18,6 +18,7 @@ use d2ae_metrics::table::{percent, percent_pm, Align, Table};
 use serde::Serialize;
 
 use crate::analyze::{self, AnalyzeArgs, AnalyzeOutput};
+use crate::applied_factors::{self, AppliedFactorsOutput};
 use crate::attributes::{self, AttributesArgs, AttributesOutput, Directions};
 use crate::edit::{self, EditArgs, EditMode, EditOutput};
 use crate::extract::{self, ExtractArgs};
@@ -66,6 +67,16 @@ pub struct ReportArgs {
     /// Score fidelity on at most this many held-out images (default: all).
     #[arg(long)]
     pub fidelity_max_images: Option<usize>,
+    /// A run of the `baseline` ablation (encoder and identity branch only) trained on the same
+    /// data: its f_T is verified on the same pairs and shown beside this run's, the paper's
+    /// Table 2 (needs --data and --pairs).
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Also extract features with known flips, brightness offsets, shifts and scales applied
+    /// (`extract --apply-factors`) and report how well f_T and f_P predict each: labels for
+    /// image factors that real photos lack (needs --data).
+    #[arg(long)]
+    pub apply_factors: bool,
     /// Attribute to colour the t-SNE maps by.
     #[arg(long)]
     pub attribute: Option<String>,
@@ -119,6 +130,10 @@ pub struct ReportJson {
     pub edits: Vec<EditOutput>,
     /// Reconstruction PSNR, identity swaps and attribute edits on held-out images.
     pub fidelity: Option<FidelityOutput>,
+    /// Table 2: the baseline's f_T verified on the same pairs, when `--baseline` was given.
+    pub baseline: Option<BaselineComparison>,
+    /// Known flip, brightness, shift and scale applied to the images, regressed on each feature.
+    pub applied_factors: Option<AppliedFactorsOutput>,
     pub figures: Vec<Figure>,
     /// Things the report could not include, and why.
     pub omitted: Vec<String>,
@@ -343,6 +358,8 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
                 splits: vec![],
                 out: path.clone(),
                 flip: false,
+                apply_factors: false,
+                factor_seed: 0,
                 concat: false,
                 batch_size: 64,
                 device: args.device.clone(),
@@ -422,6 +439,27 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
             }
             Err(e) => omitted.push(format!("attributes: {e:#}")),
         }
+    }
+
+    let mut baseline = None;
+    if let Some(b) = &args.baseline {
+        match (&args.data, &args.pairs) {
+            (Some(data), Some(pairs)) => match baseline_verification(args, b, data, pairs) {
+                Ok(v) => baseline = Some(v),
+                Err(e) => omitted.push(format!("Table 2 (baseline): {e:#}")),
+            },
+            _ => omitted.push("Table 2 (baseline): give --data and --pairs".into()),
+        }
+    }
+
+    let mut applied = None;
+    match (args.apply_factors, &args.data) {
+        (true, Some(data)) => match report_applied_factors(args, data, &checkpoint) {
+            Ok(a) => applied = Some(a),
+            Err(e) => omitted.push(format!("applied factors: {e:#}")),
+        },
+        (true, None) => omitted.push("applied factors: give --data".into()),
+        _ => {}
     }
 
     let mut identity_probe = None;
@@ -613,6 +651,8 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
         analysis,
         edits,
         fidelity,
+        baseline,
+        applied_factors: applied,
         figures,
         omitted,
         paper_table1: PAPER_TABLE1.to_vec(),
@@ -638,6 +678,126 @@ pub fn fidelity_split(splits: &[String]) -> Option<(String, Option<usize>)> {
     } else {
         None
     }
+}
+
+/// The baseline run's f_T on the report's pairs (the paper's Table 2).
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineComparison {
+    pub run: String,
+    pub checkpoint: String,
+    pub step: u64,
+    pub verification: VerifyOutput,
+}
+
+/// The paper's Table 2 (accuracy, TPR at FPR = 1e-3, in percent): (training set, Baseline, D²AE).
+pub const PAPER_TABLE2: [(&str, (f64, f64), (f64, f64)); 2] = [
+    ("MS-Celeb-1M", (99.816, 99.73), (99.80, 99.40)),
+    ("CASIA-WebFace", (98.93, 94.87), (99.25, 96.80)),
+];
+
+/// Extract the baseline run's features from `data` (in memory) and verify its f_T on `pairs`.
+fn baseline_verification(
+    args: &ReportArgs,
+    run: &str,
+    data: &str,
+    pairs: &Path,
+) -> Result<BaselineComparison> {
+    let ex = ExtractArgs {
+        checkpoint: run.to_owned(),
+        data: data.to_owned(),
+        splits: vec![],
+        out: PathBuf::new(),
+        flip: false,
+        apply_factors: false,
+        factor_seed: 0,
+        concat: false,
+        batch_size: 64,
+        device: args.device.clone(),
+        decode_threads: None,
+        endpoint: args.endpoint.clone(),
+        json: false,
+    };
+    let (set, summary) = extract::extract_features(&ex, true)?;
+    let policy = if args.skip_missing {
+        d2ae_metrics::pairs::MissingPolicy::Skip
+    } else {
+        d2ae_metrics::pairs::MissingPolicy::Error
+    };
+    let verification = verify::verify(&set, Path::new(run), pairs, &[FeatureKind::T], policy)?;
+    Ok(BaselineComparison {
+        run: run.to_owned(),
+        checkpoint: summary.checkpoint,
+        step: summary.step,
+        verification,
+    })
+}
+
+/// Table 2's rows: the baseline's f_T and this run's, on the same pairs.
+fn table2(r: &ReportJson, b: &BaselineComparison) -> Table {
+    let mut t = Table::new([
+        "model (f_T)",
+        "step",
+        "accuracy %",
+        "folds min–max %",
+        "TPR@FPR=1e-3 %",
+        "TPR@FPR=1e-2 %",
+        "AUC",
+    ]);
+    let ours = r
+        .verification
+        .as_ref()
+        .and_then(|v| v.results.iter().find(|x| x.feature == FeatureKind::T));
+    let rows = [
+        ("Baseline", Some(b.step), b.verification.results.first()),
+        ("D²AE", r.step, ours),
+    ];
+    for (name, step, v) in rows {
+        let Some(v) = v else { continue };
+        let folds: Vec<f64> = v.report.folds.iter().map(|f| f.accuracy).collect();
+        let (lo, hi) = folds
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        t.row([
+            name.to_owned(),
+            step.map_or("–".into(), |s| s.to_string()),
+            percent_pm(v.report.accuracy_mean, v.report.accuracy_std),
+            if folds.is_empty() {
+                "–".into()
+            } else {
+                format!("{}–{}", percent(lo), percent(hi))
+            },
+            v.tpr_at_1e3.map_or("–".into(), percent),
+            v.tpr_at_1e2.map_or("–".into(), percent),
+            format!("{:.4}", v.report.auc),
+        ]);
+    }
+    t
+}
+
+/// Features with known factors applied, extracted in memory, and each factor regressed on them.
+fn report_applied_factors(
+    args: &ReportArgs,
+    data: &str,
+    checkpoint: &str,
+) -> Result<AppliedFactorsOutput> {
+    const SEED: u64 = 0;
+    let ex = ExtractArgs {
+        checkpoint: checkpoint.to_owned(),
+        data: data.to_owned(),
+        splits: vec![],
+        out: PathBuf::new(),
+        flip: false,
+        apply_factors: true,
+        factor_seed: SEED,
+        concat: false,
+        batch_size: 64,
+        device: args.device.clone(),
+        decode_threads: None,
+        endpoint: args.endpoint.clone(),
+        json: false,
+    };
+    let (set, _) = extract::extract_features(&ex, true)?;
+    applied_factors::regress(&set, SEED)
 }
 
 /// Fidelity of the report's checkpoint on `data`'s held-out split with the report's f_P SVMs;
@@ -813,8 +973,40 @@ pub fn markdown(r: &ReportJson, rel_dir: &str) -> String {
         }
         if !a.factors.is_empty() {
             let _ = writeln!(md, "Held-out R² of each continuous factor regressed (ridge) on the features: how much of it each feature explains.\n");
-            let _ = writeln!(md, "{}", attributes::factor_table(a).to_markdown());
+            let _ = writeln!(md, "{}", attributes::factor_table(&a.factors).to_markdown());
         }
+    }
+    if let Some(b) = &r.baseline {
+        let _ = writeln!(md, "## Table 2: baseline vs D²AE\n");
+        let _ = writeln!(
+            md,
+            "f_T of the `baseline` ablation (the same encoder and identity branch, no dispelling branch, no decoder; run `{}`) \
+             and of this run, verified on the same {} pairs. The paper's claim: D²AE is at least as good, and better on the \
+             smaller training set.\n",
+            b.run, b.verification.pairs_used
+        );
+        let _ = writeln!(md, "{}", table2(r, b).to_markdown());
+        let mut paper = Table::new([
+            "paper (training set)",
+            "Baseline acc %",
+            "Baseline TPR@1e-3 %",
+            "D²AE acc %",
+            "D²AE TPR@1e-3 %",
+        ]);
+        for (set, (ba, bt), (da, dt)) in PAPER_TABLE2 {
+            paper.row([
+                set.to_owned(),
+                format!("{ba:.2}"),
+                format!("{bt:.2}"),
+                format!("{da:.2}"),
+                format!("{dt:.2}"),
+            ]);
+        }
+        let _ = writeln!(md, "{}", paper.to_markdown());
+    }
+    if let Some(a) = &r.applied_factors {
+        let _ = writeln!(md, "## Image factors applied to the photos\n");
+        let _ = writeln!(md, "{}", applied_factors::markdown(a));
     }
     if r.identity_probe.is_some() || r.adversary.is_some() {
         let _ = writeln!(md, "## Identity left in each feature\n");

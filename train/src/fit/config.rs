@@ -105,7 +105,31 @@ pub struct TrainConfig {
     /// Scale of the statistical-augmentation noise; `None` keeps the preset's (1, eq. 5).
     #[serde(default)]
     pub stat_aug_noise: Option<f64>,
+    /// W_T's form; `None` keeps the preset's (linear, the paper's).
+    #[serde(default)]
+    pub identity_head: Option<IdentityHeadKind>,
+    /// The cosine head's scale s; `None`: 16.
+    #[serde(default)]
+    pub cosine_scale: Option<f64>,
+    /// The cosine head's margin m; `None`: 0.2.
+    #[serde(default)]
+    pub cosine_margin: Option<f64>,
 }
+
+/// `--identity-head`: the form of W_T ([`crate::model::IdentityHead`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityHeadKind {
+    /// The paper's FC layer and softmax.
+    Linear,
+    /// Cosine logits with an additive margin (CosFace), scale --cosine-scale, margin --cosine-margin.
+    Cosine,
+}
+
+/// The cosine head's scale when `--cosine-scale` is not given.
+pub const DEFAULT_COSINE_SCALE: f64 = 16.0;
+/// The cosine head's margin when `--cosine-margin` is not given.
+pub const DEFAULT_COSINE_MARGIN: f64 = 0.2;
 
 fn one() -> f64 {
     1.0
@@ -160,6 +184,9 @@ impl TrainConfig {
             linear_image: None,
             dispel_linear_input: None,
             stat_aug_noise: None,
+            identity_head: None,
+            cosine_scale: None,
+            cosine_margin: None,
         }
     }
 
@@ -341,6 +368,17 @@ pub struct ConfigOverrides {
     /// (docs/MODEL.md) [default: the preset's, 1].
     #[arg(long)]
     pub stat_aug_noise: Option<f64>,
+    /// The identity classifier W_T: `linear` (the paper's FC and softmax) or `cosine` (cosine
+    /// logits with an additive margin, CosFace; f_T is then trained on the angle that
+    /// verification scores; the adversary W_P stays linear) [default: the preset's, linear].
+    #[arg(long, value_enum)]
+    pub identity_head: Option<IdentityHeadKind>,
+    /// The cosine head's scale s (logits are s·cos θ) [default: 16].
+    #[arg(long)]
+    pub cosine_scale: Option<f64>,
+    /// The cosine head's margin m, taken off the true class's cosine in training [default: 0.2].
+    #[arg(long)]
+    pub cosine_margin: Option<f64>,
     /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -403,6 +441,9 @@ impl ConfigOverrides {
             linear_image,
             dispel_linear_input,
             stat_aug_noise,
+            identity_head,
+            cosine_scale,
+            cosine_margin,
             endpoint
         );
     }

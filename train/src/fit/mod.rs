@@ -35,8 +35,10 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta};
 use crate::dist::{broadcast_parameters, Collective, GradSync, DEFAULT_BUCKET_BYTES};
-use crate::model::{normalise, Ablation, D2ae, ModelConfig, ParamGroup};
-pub use config::{ConfigOverrides, TrainConfig};
+use crate::model::{normalise, Ablation, D2ae, IdentityHead, ModelConfig, ParamGroup};
+pub use config::{
+    ConfigOverrides, IdentityHeadKind, TrainConfig, DEFAULT_COSINE_MARGIN, DEFAULT_COSINE_SCALE,
+};
 use optim::{Optimizer, OptimizerConfig};
 use runlog::JsonlLog;
 use validate::{validate, ValReport};
@@ -117,6 +119,21 @@ pub fn model_config(cfg: &TrainConfig) -> Result<ModelConfig> {
     }
     if let Some(k) = cfg.dispel_linear_input {
         m.branch.dispel_linear_input = (k > 0).then_some(k);
+    }
+    match cfg.identity_head {
+        Some(IdentityHeadKind::Cosine) => {
+            m.identity_head = IdentityHead::Cosine {
+                scale: cfg.cosine_scale.unwrap_or(DEFAULT_COSINE_SCALE),
+                margin: cfg.cosine_margin.unwrap_or(DEFAULT_COSINE_MARGIN),
+            }
+        }
+        Some(IdentityHeadKind::Linear) => m.identity_head = IdentityHead::Linear,
+        None => {}
+    }
+    if (cfg.cosine_scale.is_some() || cfg.cosine_margin.is_some())
+        && !matches!(m.identity_head, IdentityHead::Cosine { .. })
+    {
+        bail!("--cosine-scale and --cosine-margin need --identity-head cosine");
     }
     m.validate()?;
     Ok(m)

@@ -30,7 +30,7 @@ pub mod stat_aug;
 use serde::Serialize;
 use tch::{nn, Kind, Tensor};
 
-pub use config::{Ablation, BranchPool, ClassifierNoise, ConfigError, ModelConfig};
+pub use config::{Ablation, BranchPool, ClassifierNoise, ConfigError, IdentityHead, ModelConfig};
 pub use pixels::{denormalise, normalise};
 
 use branch::Branch;
@@ -251,7 +251,12 @@ impl D2ae {
             &cfg.branch,
             cfg.branch.identity_pool(),
         );
-        let w_t = Classifier::new(&part(ParamGroup::ClassifierT), dim, num_identities);
+        let w_t = Classifier::with_head(
+            &part(ParamGroup::ClassifierT),
+            dim,
+            num_identities,
+            cfg.identity_head,
+        );
         let stat_t = StatAug::new(
             &(p / "stat_t"),
             dim,
@@ -384,7 +389,7 @@ impl D2ae {
     ) -> Result<LossTerms, ModelError> {
         self.check_labels(labels, out.f_t.size()[0])?;
         let cfg = &self.cfg;
-        let l_t = losses::cross_entropy(&out.logits_t, labels);
+        let l_t = losses::cross_entropy(&self.w_t.margin_logits(&out.logits_t, labels), labels);
         let l_adv = match (&out.logits_p, cfg.use_adv) {
             (Some(logits), true) => Some(losses::cross_entropy(logits, labels)),
             _ => None,
