@@ -150,6 +150,12 @@ fn real_faces_ingest_train_and_evaluate_with_csv_pairs() {
     // Reconstructions of held-out real faces were decoded and scored.
     let psnr = number(&s, &["reconstruction", "psnr_db"]);
     assert!((5.0..60.0).contains(&psnr), "PSNR {psnr}");
+    // The validation identities are not training identities: no identity accuracy, not a 0.
+    let val = std::fs::read_to_string(run.join("val.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(val.lines().last().unwrap()).unwrap();
+    assert_eq!(last["identity_images"].as_u64(), Some(0), "{last}");
+    assert!(last["acc_t"].is_null() && last["acc_p"].is_null(), "{last}");
+    assert!(s.get("adversary").is_none(), "{s}");
     let report = std::fs::read_to_string(run.join("eval/report.md")).unwrap();
     for section in [
         "## Table 2: baseline vs D²AE",

@@ -136,12 +136,20 @@ pub fn print_summary(summary: &FitSummary, json: bool) {
         loss(summary.last_loss)
     );
     if let Some(v) = &summary.last_val {
+        let acc = |a: Option<f64>| a.map_or("-".into(), |a| format!("{a:.3}"));
+        let identities = if v.identity_images == 0 {
+            " (none is of a training identity: no identity accuracy)".to_owned()
+        } else if v.identity_images < v.images {
+            format!(", {} of a training identity", v.identity_images)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "validation at step {} on {} images: identity acc f_T {:.3}, adversary acc f_P {}, chance {:.3}, PSNR {}",
+            "validation at step {} on {} images{identities}: identity acc f_T {}, adversary acc f_P {}, chance {:.3}, PSNR {}",
             v.step,
             v.images,
-            v.acc_t,
-            v.acc_p.map_or("-".into(), |a| format!("{a:.3}")),
+            acc(v.acc_t),
+            acc(v.acc_p),
             v.chance,
             v.psnr_db.map_or("-".into(), |p| format!("{p:.2} dB"))
         );

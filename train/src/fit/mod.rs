@@ -485,7 +485,9 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
     let mut last_ckpt = None;
     let mut interrupted = false;
     let mut last_saved_step = resumed_from;
-    let run_val = |model: &D2ae, step: u64| -> Result<ValReport> {
+    // Identities the training batches have shown: validation scores identity only on those.
+    let mut trained_ids = vec![false; num_identities as usize];
+    let run_val = |model: &D2ae, step: u64, trained_ids: &[bool]| -> Result<ValReport> {
         let mut lc = LoaderConfig::eval(&cfg.val_split, (cfg.batch_size / world).max(1));
         lc.image_size = Some(image_size);
         lc.decode_threads = cfg.decode_threads.max(1);
@@ -499,6 +501,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
             device,
             step,
             Some(&grid),
+            trained_ids,
         )?;
         if !run.is_local() {
             let bytes = std::fs::read(&grid).unwrap_or_default();
@@ -532,6 +535,14 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
             (cfg.seed as i64).wrapping_mul(1_000_003) + (step * world as u64 + rank as u64) as i64,
         );
         let b = batch.meta.n as i64;
+        for &id in &batch.meta.identities {
+            if let Some(seen) = usize::try_from(id)
+                .ok()
+                .and_then(|i| trained_ids.get_mut(i))
+            {
+                *seen = true;
+            }
+        }
         let images = normalise(&batch.images, device)?;
         let labels = batch.identities;
         opt.zero_grad();
@@ -596,7 +607,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
         let last = step == total_steps;
         if is_root && has_val && ((cfg.val_every > 0 && step.is_multiple_of(cfg.val_every)) || last)
         {
-            let report = run_val(&model, step)?;
+            let report = run_val(&model, step, &trained_ids)?;
             if let Some(log) = val_log.as_mut() {
                 log.write(&to_json(&report))?;
             }

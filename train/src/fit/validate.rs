@@ -2,8 +2,10 @@
 //! and a PNG grid of inputs above their reconstructions.
 //!
 //! The adversary's accuracy is the paper's measure of how much identity f_P still leaks: with L_H
-//! working it falls toward chance (1 / N_ID) as training goes. Validation images belong to the
-//! training identities (the paper's 9:1 per-image split), so both classifiers apply to them.
+//! working it falls toward chance (1 / N_ID) as training goes. Both classifiers can only name
+//! identities they were trained on: the accuracies count the validation images of identities
+//! the training batches have shown so far (all of them with the paper's 9:1 per-image split;
+//! none with an identity-disjoint one, and then there is no accuracy, not a 0).
 
 use std::path::Path;
 
@@ -20,8 +22,10 @@ use crate::model::{denormalise, normalise, D2ae};
 pub struct ValReport {
     pub step: u64,
     pub images: u64,
-    /// Identity accuracy of W_T on f_T.
-    pub acc_t: f64,
+    /// Images whose identity the training batches have shown: the ones the accuracies count.
+    pub identity_images: u64,
+    /// Identity accuracy of W_T on f_T (`None` when no validation image is of a trained identity).
+    pub acc_t: Option<f64>,
     /// Identity accuracy of the adversary W_P on f_P (chance is 1 / identities).
     pub acc_p: Option<f64>,
     /// Chance level of either classifier.
@@ -31,7 +35,8 @@ pub struct ValReport {
 }
 
 /// Run the model over up to `max_batches` batches (0: all) of `split` and write a grid PNG of the
-/// first batch's inputs and reconstructions to `grid_path`.
+/// first batch's inputs and reconstructions to `grid_path`. `trained[id]` says whether training
+/// has shown identity `id`: only those images count towards the accuracies.
 #[allow(clippy::too_many_arguments)]
 pub fn validate(
     model: &D2ae,
@@ -41,10 +46,12 @@ pub fn validate(
     device: Device,
     step: u64,
     grid_path: Option<&Path>,
+    trained: &[bool],
 ) -> Result<ValReport> {
     let loader = BlockingLoader::open(data, loader_cfg, None)
         .with_context(|| format!("opening the validation split of {data}"))?;
     let (mut n, mut hits_t, mut hits_p, mut sq_err, mut pixels) = (0u64, 0f64, 0f64, 0f64, 0f64);
+    let mut identity_images = 0u64;
     let mut wrote_grid = false;
     for (i, batch) in loader.enumerate() {
         if max_batches > 0 && i as u64 >= max_batches {
@@ -55,13 +62,28 @@ pub fn validate(
         let images_u8 =
             Tensor::from_slice(&batch.images).view([b, 3, batch.height as i64, batch.width as i64]);
         let labels = Tensor::from_slice(&batch.identities).to_device(device);
+        let known: Vec<f32> = batch
+            .identities
+            .iter()
+            .map(|&id| {
+                let seen = usize::try_from(id)
+                    .ok()
+                    .and_then(|i| trained.get(i))
+                    .copied()
+                    .unwrap_or(false);
+                f32::from(u8::from(seen))
+            })
+            .collect();
+        identity_images += known.iter().filter(|&&k| k > 0.0).count() as u64;
+        let known = Tensor::from_slice(&known).to_device(device);
         let images = normalise(&images_u8, device)?;
         let out = tch::no_grad(|| model.forward_t(&images, false))?;
         let correct = |logits: &Tensor| {
-            logits
+            (logits
                 .argmax(-1, false)
                 .eq_tensor(&labels)
                 .to_kind(Kind::Float)
+                * &known)
                 .sum(Kind::Float)
                 .double_value(&[])
         };
@@ -85,11 +107,13 @@ pub fn validate(
     }
     anyhow::ensure!(n > 0, "the validation split of {data} yielded no images");
     let has_p = model.config().has_dispelling();
+    let rate = |hits: f64| (identity_images > 0).then(|| hits / identity_images as f64);
     Ok(ValReport {
         step,
         images: n,
-        acc_t: hits_t / n as f64,
-        acc_p: has_p.then_some(hits_p / n as f64),
+        identity_images,
+        acc_t: rate(hits_t),
+        acc_p: rate(hits_p).filter(|_| has_p),
         chance: 1.0 / model.num_identities() as f64,
         psnr_db: (pixels > 0.0).then(|| {
             let mse = sq_err / pixels;
