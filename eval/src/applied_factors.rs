@@ -170,7 +170,10 @@ pub fn markdown(out: &AppliedFactorsOutput) -> String {
          a shift (±{:.1}% of the side on each axis) and a scale (×{:.2}–{:.2}), drawn for it alone \
          (seed {}), before encoding. A ridge regression fitted on {} training images predicts each \
          from one feature; R² on {} held-out images (1 = fully explained, 0 = no better than the mean). \
-         These are the factors identity does not explain: D²AE should carry them in f_P, not f_T.\n\n{}\n",
+         These are the factors identity does not explain: D²AE should carry them in f_P, not f_T. \
+         The flip is a control: a mirrored face is as likely a photo as the original, so no feature \
+         of one image can tell whether it was flipped (R² near 0 everywhere, unless the photos \
+         themselves are asymmetric, such as most faces turned one way).\n\n{}\n",
         out.max_brightness * 127.5,
         out.max_shift * 100.0,
         1.0 - out.max_scale_change,
