@@ -180,8 +180,9 @@ def fidelity_table(s):
 def table(s):
     lines = []
     has_ind = bool(s.get("identity_independent"))
-    head = "| feature      | verification acc. | TPR@1e-3 | TPR@1e-2 | mean attr. acc. |"
-    rule = "|---|---|---|---|---|"
+    has_attr = any(s["features"][k].get("mean_attribute_accuracy") is not None for k in KINDS)
+    head = "| feature      | verification acc. | TPR@1e-3 | TPR@1e-2 |" + (" mean attr. acc. |" if has_attr else "")
+    rule = "|---|---|---|---|" + ("---|" if has_attr else "")
     if has_ind:
         head += " identity-indep. attr. | identity-dep. attr. | background R² |"
         rule += "---|---|---|"
@@ -192,10 +193,9 @@ def table(s):
         acc = v.get("accuracy")
         std = v.get("accuracy_std")
         ver = "      —" if acc is None else f"{100 * acc:6.2f} ± {100 * std:5.2f}"
-        row = (
-            f"| {NAMES[k]:<12} | {ver:>17} | {pct(v.get('tpr_at_fpr_1e-3'))} | {pct(v.get('tpr_at_fpr_1e-2'))} |"
-            f" {pct(f.get('mean_attribute_accuracy'))} |"
-        )
+        row = f"| {NAMES[k]:<12} | {ver:>17} | {pct(v.get('tpr_at_fpr_1e-3'))} | {pct(v.get('tpr_at_fpr_1e-2'))} |"
+        if has_attr:
+            row += f" {pct(f.get('mean_attribute_accuracy'))} |"
         if has_ind:
             bg = s.get("background_r2", {}).get(k)
             row += (
@@ -263,8 +263,8 @@ def main():
     with open(out, "w") as f:
         json.dump(s, f, indent=2)
         f.write("\n")
-    print(f"\nD2AE on held-out identities (step {s.get('step')}, {s.get('pairs', '—')} pairs, "
-          f"{s.get('test_rows', '—')} test images):\n")
+    rows = f", {s['test_rows']} test images" if s.get("test_rows") else ""
+    print(f"\nD2AE on held-out identities (step {s.get('step')}, {s.get('pairs', '—')} pairs{rows}):\n")
     print(table(s))
     probe, adv = s.get("identity_probe"), s.get("adversary")
     if probe:
