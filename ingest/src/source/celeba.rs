@@ -402,9 +402,14 @@ mod tests {
 
     #[test]
     fn reads_the_real_mini_set() {
+        // The crate's directory as `cargo test` sets it at run time (see ingest/tests/support).
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+            || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            std::path::PathBuf::from,
+        );
         let data = std::env::var_os("D2AE_SHARED_DATA")
             .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+            .unwrap_or_else(|| crate_dir.join("../../shared/data"));
         let root = data.join("celeba-mini");
         let ds = load(&root).unwrap();
         assert_eq!(ds.items.len(), 20);

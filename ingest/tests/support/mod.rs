@@ -11,10 +11,16 @@ use d2ae_ingest::detect::Detection;
 
 /// `../shared/data/` beside the project, or `D2AE_SHARED_DATA`; panics when it is missing (a
 /// test must fail, not skip, without its data).
+///
+/// The crate's directory is the one `cargo test` sets when the test runs, not the one compiled
+/// in: checkouts at other paths share one target directory, and a test binary built in another
+/// checkout would otherwise look for the data beside that one.
 pub fn shared_data() -> PathBuf {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     let dir = std::env::var_os("D2AE_SHARED_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+        .unwrap_or_else(|| crate_dir.join("../../shared/data"));
     assert!(
         dir.join("README.md").exists(),
         "shared test data not found at {} (set D2AE_SHARED_DATA)",
