@@ -140,6 +140,28 @@ pub struct ReportJson {
     pub paper_table1: Vec<(FeatureKind, f64, f64, f64)>,
 }
 
+impl ReportArgs {
+    /// In-memory extraction of every split of `data` with `checkpoint`, on the report's device
+    /// and endpoint.
+    fn extract(&self, checkpoint: &str, data: &str) -> ExtractArgs {
+        ExtractArgs {
+            checkpoint: checkpoint.to_owned(),
+            data: data.to_owned(),
+            splits: vec![],
+            out: PathBuf::new(),
+            flip: false,
+            apply_factors: false,
+            factor_seed: 0,
+            concat: false,
+            batch_size: 64,
+            device: self.device.clone(),
+            decode_threads: None,
+            endpoint: self.endpoint.clone(),
+            json: false,
+        }
+    }
+}
+
 /// The adversary's identity accuracy on f_P at the run's last validation.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdversaryAccuracy {
@@ -352,22 +374,7 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
         (Some(f), _) => Some(f.clone()),
         (None, Some(data)) => {
             let path = files.join("features.safetensors");
-            let ex = ExtractArgs {
-                checkpoint: checkpoint.clone(),
-                data: data.clone(),
-                splits: vec![],
-                out: path.clone(),
-                flip: false,
-                apply_factors: false,
-                factor_seed: 0,
-                concat: false,
-                batch_size: 64,
-                device: args.device.clone(),
-                decode_threads: None,
-                endpoint: args.endpoint.clone(),
-                json: false,
-            };
-            let (set, _) = extract::extract_features(&ex, true)?;
+            let (set, _) = extract::extract_features(&args.extract(&checkpoint, data), true)?;
             set.write(&path)?;
             Some(path)
         }
@@ -705,22 +712,7 @@ fn baseline_verification(
     data: &str,
     pairs: &Path,
 ) -> Result<BaselineComparison> {
-    let ex = ExtractArgs {
-        checkpoint: run.to_owned(),
-        data: data.to_owned(),
-        splits: vec![],
-        out: PathBuf::new(),
-        flip: false,
-        apply_factors: false,
-        factor_seed: 0,
-        concat: false,
-        batch_size: 64,
-        device: args.device.clone(),
-        decode_threads: None,
-        endpoint: args.endpoint.clone(),
-        json: false,
-    };
-    let (set, summary) = extract::extract_features(&ex, true)?;
+    let (set, summary) = extract::extract_features(&args.extract(run, data), true)?;
     let policy = if args.skip_missing {
         d2ae_metrics::pairs::MissingPolicy::Skip
     } else {
@@ -785,19 +777,9 @@ fn report_applied_factors(
 ) -> Result<AppliedFactorsOutput> {
     const SEED: u64 = 0;
     let ex = ExtractArgs {
-        checkpoint: checkpoint.to_owned(),
-        data: data.to_owned(),
-        splits: vec![],
-        out: PathBuf::new(),
-        flip: false,
         apply_factors: true,
         factor_seed: SEED,
-        concat: false,
-        batch_size: 64,
-        device: args.device.clone(),
-        decode_threads: None,
-        endpoint: args.endpoint.clone(),
-        json: false,
+        ..args.extract(checkpoint, data)
     };
     let (set, _) = extract::extract_features(&ex, true)?;
     applied_factors::regress(&set, SEED)

@@ -48,6 +48,17 @@ pub fn shared_data() -> PathBuf {
     dir
 }
 
+/// The number at `path` (object keys) in a JSON document such as a summary.json; panics naming
+/// the path when there is none.
+pub fn json_number(v: &serde_json::Value, path: &[&str]) -> f64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("no number at {path:?}: {cur}"))
+}
+
 /// Path of a workspace binary built in the same profile as this test.
 pub fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use d2ae_tests::{bin, project_root, run_ok};
+use d2ae_tests::{bin, json_number as number, project_root, run_ok};
 use serde_json::Value;
 
 /// The demo's own defaults (160 identities × 24 images, 100 held out so that each of the 10
@@ -76,15 +76,6 @@ fn demo(out: &Path) -> String {
             .args(SCALE),
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn number(v: &Value, path: &[&str]) -> f64 {
-    let mut cur = v;
-    for p in path {
-        cur = &cur[*p];
-    }
-    cur.as_f64()
-        .unwrap_or_else(|| panic!("summary.json has no number at {path:?}: {cur}"))
 }
 
 fn metrics_lines(run: &Path) -> usize {

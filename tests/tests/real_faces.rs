@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use d2ae_tests::{bin, project_root, run_ok, shared_data};
+use d2ae_tests::{bin, json_number as number, project_root, run_ok, shared_data};
 use serde_json::Value;
 
 /// Verification folds kept from `pairs.csv` (each has 30 matched and 30 mismatched pairs).
@@ -75,15 +75,6 @@ fn subset(src: &Path, dst: &Path) -> BTreeMap<u8, usize> {
     std::fs::write(dst.join("list_eval_partition.txt"), parts).unwrap();
     std::fs::write(dst.join("pairs.csv"), pairs).unwrap();
     counts
-}
-
-fn number(v: &Value, path: &[&str]) -> f64 {
-    let mut cur = v;
-    for p in path {
-        cur = &cur[*p];
-    }
-    cur.as_f64()
-        .unwrap_or_else(|| panic!("summary.json has no number at {path:?}: {cur}"))
 }
 
 #[test]
