@@ -43,6 +43,11 @@ pub struct VerifyArgs {
     /// Write the ROC curves of the scored features to this PNG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write every scored pair to this CSV: both sides' sample keys, same or not, its fold, and
+    /// for each feature the cosine and the decision at the fold's threshold (the one chosen on
+    /// the other folds), for analyses of your own.
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
     /// Print the full result (folds, ROC points) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -59,6 +64,18 @@ pub struct FeatureVerification {
     /// 1e-3 a list of 300 different pairs allows no false accept at all).
     pub tpr_at_1e2: Option<f64>,
     pub report: VerificationReport,
+    /// Each scored pair's cosine, in the order of [`VerifyOutput::pairs`].
+    #[serde(skip)]
+    pub scores: Vec<f64>,
+}
+
+/// One scored pair: the feature rows of its sides, same identity or not, its fold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoredPair {
+    pub a: usize,
+    pub b: usize,
+    pub same: bool,
+    pub fold: usize,
 }
 
 /// Everything `verify` reports.
@@ -75,6 +92,11 @@ pub struct VerifyOutput {
     pub ambiguous: Vec<String>,
     pub results: Vec<FeatureVerification>,
     pub plot: Option<String>,
+    /// `--scores`' CSV, when written.
+    pub scores_file: Option<String>,
+    /// The scored pairs (their scores are in each result).
+    #[serde(skip)]
+    pub pairs: Vec<ScoredPair>,
 }
 
 /// Resolve `pairs` against `set` and run the protocol for each kind.
@@ -123,6 +145,7 @@ pub fn verify(
             tpr_at_1e3: report.tpr_at(PAPER_FPR),
             tpr_at_1e2: report.tpr_at(COARSE_FPR),
             report,
+            scores,
         });
     }
     Ok(VerifyOutput {
@@ -136,7 +159,64 @@ pub fn verify(
         ambiguous: resolved.ambiguous,
         results,
         plot: None,
+        scores_file: None,
+        pairs: resolved
+            .rows
+            .iter()
+            .zip(&resolved.same)
+            .zip(&resolved.fold)
+            .map(|((&(a, b), &same), &fold)| ScoredPair { a, b, same, fold })
+            .collect(),
     })
+}
+
+/// The `--scores` CSV of `out`: `a,b,same,fold`, then `score_X,accept_X` for each feature X
+/// scored (`accept` is 1 when the cosine reaches the threshold of the pair's fold).
+pub fn scores_csv(set: &FeatureSet, out: &VerifyOutput) -> String {
+    let mut csv = String::from("a,b,same,fold");
+    for r in &out.results {
+        let l = r.feature.tensor_name();
+        csv.push_str(&format!(",score_{l},accept_{l}"));
+    }
+    csv.push('\n');
+    let thresholds: Vec<std::collections::HashMap<usize, f64>> = out
+        .results
+        .iter()
+        .map(|r| {
+            r.report
+                .folds
+                .iter()
+                .map(|f| (f.fold, f.threshold))
+                .collect()
+        })
+        .collect();
+    for (i, p) in out.pairs.iter().enumerate() {
+        csv.push_str(&format!(
+            "{},{},{},{}",
+            csv_field(&set.meta.keys[p.a]),
+            csv_field(&set.meta.keys[p.b]),
+            u8::from(p.same),
+            p.fold
+        ));
+        for (r, th) in out.results.iter().zip(&thresholds) {
+            let score = r.scores[i];
+            let accept = th
+                .get(&p.fold)
+                .map_or(String::new(), |&t| u8::from(score >= t).to_string());
+            csv.push_str(&format!(",{score:.6},{accept}"));
+        }
+        csv.push('\n');
+    }
+    csv
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }
 
 /// The ROC curves of the results on one chart (log FPR when there are enough different pairs
@@ -206,6 +286,11 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         plot_roc(&out, p)?;
         out.plot = Some(p.display().to_string());
     }
+    if let Some(p) = &args.scores {
+        crate::tensor_file::write_atomic(p, scores_csv(&set, &out).as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+        out.scores_file = Some(p.display().to_string());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -243,6 +328,9 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     if let Some(p) = &out.plot {
         println!("ROC curves → {p}");
     }
+    if let Some(p) = &out.scores_file {
+        println!("per-pair scores → {p}");
+    }
     Ok(())
 }
 
@@ -279,6 +367,19 @@ mod tests {
         assert_eq!((out.pairs_used, r.pairs, r.same_pairs), (8, 8, 4));
         assert_eq!(r.accuracy_mean, 1.0);
         assert_eq!(r.auc, 1.0);
+        // The per-pair CSV: one line per pair with its keys, label, fold, cosine and the decision
+        // at its fold's threshold, which here is right for every pair.
+        let csv = scores_csv(&set, &out);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "a,b,same,fold,score_f_t,accept_f_t");
+        assert_eq!(lines.len(), 9);
+        assert!(lines[1].starts_with("k0,k2,1,0,1.000000,"), "{}", lines[1]);
+        for line in &lines[1..] {
+            let cols: Vec<&str> = line.split(',').collect();
+            assert_eq!(cols[2], cols[5], "decision matches the label: {line}");
+        }
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
 
         std::fs::write(&pairs, "k0,k2,1\nk0,nope,0\nmissing/x.jpg,k1,0\n").unwrap();
         let err = verify(
