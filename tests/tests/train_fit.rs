@@ -69,6 +69,9 @@ fn small_preset_learns_on_real_photos() {
             "20",
             "--lr",
             "0.02",
+            // celeba-mini is all one partition: validate on the training images.
+            "--val-split",
+            "train",
             "--json",
         ],
     ));
@@ -112,6 +115,15 @@ fn small_preset_learns_on_real_photos() {
         serde_json::from_slice(&std::fs::read(run.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(config["train"]["preset"], "small");
     assert_eq!(config["num_identities"], 5);
+    // Validation images of the training people: both classifiers are scored on all of them.
+    let val = std::fs::read_to_string(run.path().join("val.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(val.lines().last().unwrap()).unwrap();
+    assert!(last["identity_images"].as_u64().unwrap() >= 1, "{last}");
+    assert_eq!(last["identity_images"], last["images"], "{last}");
+    assert!(
+        last["acc_t"].is_number() && last["acc_p"].is_number(),
+        "{last}"
+    );
 }
 
 #[test]
