@@ -172,13 +172,14 @@ pub fn verify(
 
 /// The `--scores` CSV of `out`: `a,b,same,fold`, then `score_X,accept_X` for each feature X
 /// scored (`accept` is 1 when the cosine reaches the threshold of the pair's fold).
-pub fn scores_csv(set: &FeatureSet, out: &VerifyOutput) -> String {
-    let mut csv = String::from("a,b,same,fold");
+pub fn scores_csv(set: &FeatureSet, out: &VerifyOutput) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["a".to_owned(), "b".into(), "same".into(), "fold".into()];
     for r in &out.results {
         let l = r.feature.tensor_name();
-        csv.push_str(&format!(",score_{l},accept_{l}"));
+        header.extend([format!("score_{l}"), format!("accept_{l}")]);
     }
-    csv.push('\n');
+    w.write_record(&header)?;
     let thresholds: Vec<std::collections::HashMap<usize, f64>> = out
         .results
         .iter()
@@ -191,32 +192,22 @@ pub fn scores_csv(set: &FeatureSet, out: &VerifyOutput) -> String {
         })
         .collect();
     for (i, p) in out.pairs.iter().enumerate() {
-        csv.push_str(&format!(
-            "{},{},{},{}",
-            csv_field(&set.meta.keys[p.a]),
-            csv_field(&set.meta.keys[p.b]),
-            u8::from(p.same),
-            p.fold
-        ));
+        let mut row = vec![
+            set.meta.keys[p.a].clone(),
+            set.meta.keys[p.b].clone(),
+            u8::from(p.same).to_string(),
+            p.fold.to_string(),
+        ];
         for (r, th) in out.results.iter().zip(&thresholds) {
             let score = r.scores[i];
             let accept = th
                 .get(&p.fold)
                 .map_or(String::new(), |&t| u8::from(score >= t).to_string());
-            csv.push_str(&format!(",{score:.6},{accept}"));
+            row.extend([format!("{score:.6}"), accept]);
         }
-        csv.push('\n');
+        w.write_record(&row)?;
     }
-    csv
-}
-
-/// A CSV field, quoted when it holds a comma, a quote or a line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
+    Ok(w.into_inner().map_err(|e| e.into_error())?)
 }
 
 /// The ROC curves of the results on one chart (log FPR when there are enough different pairs
@@ -276,18 +267,14 @@ pub fn table(out: &VerifyOutput) -> Table {
 pub fn run(args: &VerifyArgs) -> Result<()> {
     let set = FeatureSet::read(&args.features)?;
     let kinds = args.feature.kinds(&set);
-    let policy = if args.skip_missing {
-        MissingPolicy::Skip
-    } else {
-        MissingPolicy::Error
-    };
+    let policy = MissingPolicy::skipping(args.skip_missing);
     let mut out = verify(&set, &args.features, &args.pairs, &kinds, policy)?;
     if let Some(p) = &args.plot {
         plot_roc(&out, p)?;
         out.plot = Some(p.display().to_string());
     }
     if let Some(p) = &args.scores {
-        crate::tensor_file::write_atomic(p, scores_csv(&set, &out).as_bytes())
+        crate::tensor_file::write_atomic(p, &scores_csv(&set, &out)?)
             .with_context(|| format!("writing {}", p.display()))?;
         out.scores_file = Some(p.display().to_string());
     }
@@ -369,7 +356,7 @@ mod tests {
         assert_eq!(r.auc, 1.0);
         // The per-pair CSV: one line per pair with its keys, label, fold, cosine and the decision
         // at its fold's threshold, which here is right for every pair.
-        let csv = scores_csv(&set, &out);
+        let csv = String::from_utf8(scores_csv(&set, &out).unwrap()).unwrap();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines[0], "a,b,same,fold,score_f_t,accept_f_t");
         assert_eq!(lines.len(), 9);
@@ -378,8 +365,18 @@ mod tests {
             let cols: Vec<&str> = line.split(',').collect();
             assert_eq!(cols[2], cols[5], "decision matches the label: {line}");
         }
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
+        // Keys with a comma or a quote are quoted, the quote doubled.
+        let mut odd = set.clone();
+        odd.meta.keys[0] = "a,b".into();
+        odd.meta.keys[2] = "say \"x\"".into();
+        let csv = String::from_utf8(scores_csv(&odd, &out).unwrap()).unwrap();
+        assert!(
+            csv.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("\"a,b\",\"say \"\"x\"\"\","),
+            "{csv}"
+        );
 
         std::fs::write(&pairs, "k0,k2,1\nk0,nope,0\nmissing/x.jpg,k1,0\n").unwrap();
         let err = verify(
