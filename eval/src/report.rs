@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use d2ae_metrics::pairs::MissingPolicy;
 use d2ae_metrics::plot::{line_chart, ChartSize, Series};
 use d2ae_metrics::table::{percent, percent_pm, Align, Table};
 use serde::Serialize;
@@ -393,11 +394,7 @@ pub fn report(args: &ReportArgs) -> Result<ReportJson> {
 
     let mut verification = None;
     if let (Some(set), Some(fp), Some(pairs)) = (&set, &features_path, &args.pairs) {
-        let policy = if args.skip_missing {
-            d2ae_metrics::pairs::MissingPolicy::Skip
-        } else {
-            d2ae_metrics::pairs::MissingPolicy::Error
-        };
+        let policy = MissingPolicy::skipping(args.skip_missing);
         let mut v = verify::verify(set, fp, pairs, &FeatureChoice::All.kinds(set), policy)?;
         verify::plot_roc(&v, &files.join("roc.png"))?;
         v.plot = Some(format!("{rel_dir}/roc.png"));
@@ -713,11 +710,7 @@ fn baseline_verification(
     pairs: &Path,
 ) -> Result<BaselineComparison> {
     let (set, summary) = extract::extract_features(&args.extract(run, data), true)?;
-    let policy = if args.skip_missing {
-        d2ae_metrics::pairs::MissingPolicy::Skip
-    } else {
-        d2ae_metrics::pairs::MissingPolicy::Error
-    };
+    let policy = MissingPolicy::skipping(args.skip_missing);
     let verification = verify::verify(&set, Path::new(run), pairs, &[FeatureKind::T], policy)?;
     Ok(BaselineComparison {
         run: run.to_owned(),

@@ -334,6 +334,17 @@ pub enum MissingPolicy {
     Skip,
 }
 
+impl MissingPolicy {
+    /// `Skip` when `skip` (a `--skip-missing` flag), else `Error`.
+    pub fn skipping(skip: bool) -> Self {
+        if skip {
+            MissingPolicy::Skip
+        } else {
+            MissingPolicy::Error
+        }
+    }
+}
+
 /// What the lookup needs to know of one feature row.
 #[derive(Debug, Clone, Copy)]
 pub struct SampleRef<'a> {
