@@ -41,7 +41,7 @@ pub use config::{
 };
 use optim::{Optimizer, OptimizerConfig};
 use runlog::JsonlLog;
-use validate::{validate, ValReport};
+use validate::{validate, SeenIdentities, ValReport};
 
 /// What a finished (or interrupted) run reports.
 #[derive(Debug, Clone, Serialize)]
@@ -486,8 +486,8 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
     let mut interrupted = false;
     let mut last_saved_step = resumed_from;
     // Identities the training batches have shown: validation scores identity only on those.
-    let mut trained_ids = vec![false; num_identities as usize];
-    let run_val = |model: &D2ae, step: u64, trained_ids: &[bool]| -> Result<ValReport> {
+    let mut trained_ids = SeenIdentities::new(num_identities as usize);
+    let run_val = |model: &D2ae, step: u64, trained_ids: &SeenIdentities| -> Result<ValReport> {
         let mut lc = LoaderConfig::eval(&cfg.val_split, (cfg.batch_size / world).max(1));
         lc.image_size = Some(image_size);
         lc.decode_threads = cfg.decode_threads.max(1);
@@ -535,14 +535,7 @@ pub fn fit(cfg: TrainConfig, mut ctx: FitContext) -> Result<FitSummary> {
             (cfg.seed as i64).wrapping_mul(1_000_003) + (step * world as u64 + rank as u64) as i64,
         );
         let b = batch.meta.n as i64;
-        for &id in &batch.meta.identities {
-            if let Some(seen) = usize::try_from(id)
-                .ok()
-                .and_then(|i| trained_ids.get_mut(i))
-            {
-                *seen = true;
-            }
-        }
+        trained_ids.mark(&batch.meta.identities);
         let images = normalise(&batch.images, device)?;
         let labels = batch.identities;
         opt.zero_grad();

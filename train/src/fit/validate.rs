@@ -17,6 +17,37 @@ use tch::{Device, Kind, Tensor};
 
 use crate::model::{denormalise, normalise, D2ae};
 
+/// The identities the training batches of this process have shown: the only ones W_T and the
+/// adversary can name, so the only ones validation scores identity on. A resumed run starts
+/// counting again with its first batch.
+#[derive(Debug, Clone)]
+pub struct SeenIdentities(Vec<bool>);
+
+impl SeenIdentities {
+    /// None seen yet, of `num_identities`.
+    pub fn new(num_identities: usize) -> Self {
+        Self(vec![false; num_identities])
+    }
+
+    /// Note the identity labels of a training batch (labels outside the range are ignored).
+    pub fn mark(&mut self, ids: &[i64]) {
+        for &id in ids {
+            if let Some(seen) = usize::try_from(id).ok().and_then(|i| self.0.get_mut(i)) {
+                *seen = true;
+            }
+        }
+    }
+
+    /// Whether a training batch has shown identity `id`.
+    pub fn contains(&self, id: i64) -> bool {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
 /// Results of one validation pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct ValReport {
@@ -35,8 +66,8 @@ pub struct ValReport {
 }
 
 /// Run the model over up to `max_batches` batches (0: all) of `split` and write a grid PNG of the
-/// first batch's inputs and reconstructions to `grid_path`. `trained[id]` says whether training
-/// has shown identity `id`: only those images count towards the accuracies.
+/// first batch's inputs and reconstructions to `grid_path`. Only images of `trained` identities
+/// count towards the accuracies.
 #[allow(clippy::too_many_arguments)]
 pub fn validate(
     model: &D2ae,
@@ -46,7 +77,7 @@ pub fn validate(
     device: Device,
     step: u64,
     grid_path: Option<&Path>,
-    trained: &[bool],
+    trained: &SeenIdentities,
 ) -> Result<ValReport> {
     let loader = BlockingLoader::open(data, loader_cfg, None)
         .with_context(|| format!("opening the validation split of {data}"))?;
@@ -65,14 +96,7 @@ pub fn validate(
         let known: Vec<f32> = batch
             .identities
             .iter()
-            .map(|&id| {
-                let seen = usize::try_from(id)
-                    .ok()
-                    .and_then(|i| trained.get(i))
-                    .copied()
-                    .unwrap_or(false);
-                f32::from(u8::from(seen))
-            })
+            .map(|&id| f32::from(u8::from(trained.contains(id))))
             .collect();
         identity_images += known.iter().filter(|&&k| k > 0.0).count() as u64;
         let known = Tensor::from_slice(&known).to_device(device);
@@ -154,4 +178,19 @@ pub fn write_grid(inputs: &Tensor, recons: &Tensor, max: i64, path: &Path) -> Re
     grid.save(path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_identities_mark_and_ignore_out_of_range_labels() {
+        let mut seen = SeenIdentities::new(3);
+        assert!(!seen.contains(1));
+        seen.mark(&[1, 1, -4, 7]);
+        assert!(seen.contains(1));
+        assert!(!seen.contains(0) && !seen.contains(2));
+        assert!(!seen.contains(-4) && !seen.contains(7));
+    }
 }
