@@ -12,12 +12,12 @@
 
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use tch::{Device, Tensor};
 
 use crate::attributes::{self, FactorRow};
 use crate::features::{FeatureChoice, FeatureSet};
-use rand_chacha::ChaCha8Rng;
-use tch::{Device, Kind, Tensor};
 
 /// The factors' column names, in [`AppliedFactors::values`] order.
 pub const NAMES: [&str; 5] = [
@@ -116,8 +116,7 @@ pub fn apply(images: &Tensor, factors: &[AppliedFactors]) -> Tensor {
     let brightness: Vec<f32> = factors.iter().map(|f| f.brightness).collect();
     let brightness = Tensor::from_slice(&brightness)
         .view([size[0], 1, 1, 1])
-        .to_device(device)
-        .to_kind(Kind::Float);
+        .to_device(device);
     (moved + brightness).clamp(-1.0, 1.0)
 }
 
@@ -195,6 +194,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     fn ramp(n: i64, side: i64) -> Tensor {
         // A horizontal ramp in channel 0, a vertical one in channel 1, constant channel 2.

@@ -178,10 +178,10 @@ pub fn extract_with(
                 Vec::new()
             };
             let (t, p) = encode_with(model, &images, device, args.flip, |x| {
-                if applied.is_empty() {
-                    x
-                } else {
+                if args.apply_factors {
                     applied_factors::apply(&x, &applied)
+                } else {
+                    x
                 }
             })
             .with_context(|| format!("encoding a batch of split {split}"))?;
@@ -202,14 +202,14 @@ pub fn extract_with(
             }
             meta_rows.identity.extend_from_slice(&batch.identities);
             meta_rows.attributes.extend_from_slice(&batch.attributes);
-            if applied.is_empty() {
-                meta_rows.factors.extend_from_slice(&batch.factors);
-            } else {
+            if args.apply_factors {
                 // The applied factors replace the dataset's own: a flip mirrors a yaw or a light
                 // direction, a shift moves a translation, so those labels no longer hold.
                 for a in &applied {
                     meta_rows.factors.extend_from_slice(&a.values());
                 }
+            } else {
+                meta_rows.factors.extend_from_slice(&batch.factors);
             }
             count += batch.n;
             bar.inc(batch.n as u64);
