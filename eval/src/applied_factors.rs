@@ -194,6 +194,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::FeatureKind;
     use tch::Kind;
 
     fn ramp(n: i64, side: i64) -> Tensor {
@@ -279,5 +280,42 @@ mod tests {
         }
         let max_b = draws.iter().map(|f| f.brightness).fold(f32::MIN, f32::max);
         assert!(max_b > 0.9 * MAX_BRIGHTNESS, "{max_b}");
+    }
+
+    #[test]
+    fn regress_reads_the_applied_factors_and_refuses_features_without_them() {
+        let mut set = crate::features::tests::toy_set(60, 4);
+        let err = regress(&set, 0).unwrap_err().to_string();
+        assert!(err.contains("--apply-factors"), "{err}");
+
+        // f_P channel 0 is the shift, channel 1 the brightness; f_T knows neither.
+        set.meta.factor_names = NAMES.iter().map(|n| n.to_string()).collect();
+        set.factors.clear();
+        let f_p = set.f_p.as_mut().unwrap();
+        for (i, key) in set.meta.keys.iter().enumerate() {
+            let a = AppliedFactors::draw(key, 0);
+            set.factors.extend_from_slice(&a.values());
+            f_p[i * 4] = 10.0 * a.shift_x;
+            f_p[i * 4 + 1] = 3.0 * a.brightness;
+        }
+        let out = regress(&set, 0).unwrap();
+        let names: Vec<&str> = out.factors.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, NAMES);
+        let r2 = |name: &str, kind: FeatureKind| {
+            out.factors.iter().find(|f| f.name == name).unwrap().fits[&kind].r2
+        };
+        for name in ["applied_shift_x", "applied_brightness"] {
+            assert!(
+                r2(name, FeatureKind::P) > 0.95,
+                "{name}: {}",
+                r2(name, FeatureKind::P)
+            );
+            assert!(
+                r2(name, FeatureKind::T) < 0.5,
+                "{name}: {}",
+                r2(name, FeatureKind::T)
+            );
+        }
+        assert!(markdown(&out).contains("| applied_shift_x"));
     }
 }

@@ -155,3 +155,29 @@ fn real_faces_ingest_train_and_evaluate_with_csv_pairs() {
         assert!(report.contains(section), "no {section:?} in the report");
     }
 }
+
+#[test]
+fn real_demo_names_what_an_incomplete_folder_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("faces");
+    std::fs::create_dir_all(data.join("img_align_celeba")).unwrap();
+    std::fs::write(data.join("identity_CelebA.txt"), "").unwrap();
+    std::fs::write(data.join("list_eval_partition.txt"), "").unwrap();
+    let bin_dir = bin("d2ae-train").parent().unwrap().to_owned();
+    let out = Command::new(project_root().join("scripts/demo"))
+        .args(["--real", "--real-data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pairs.csv") && stderr.contains("--real-data"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("out/shards").exists(), "nothing ingested");
+}
